@@ -1,0 +1,49 @@
+# The two commands: `make demo` (train, gate and promote on the embedded default) and
+# `make test` (lint, format check, then every test tier). Both create .venv and install first.
+VENV       ?= .venv
+PYTHON     ?= python3
+# The local CPU build of torch installs at once; on a GPU machine use e.g. TORCH_SPEC=torch==2.14.1
+TORCH_SPEC ?= torch==2.13.0
+BIN         = $(VENV)/bin
+STAMP       = $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export MLFLOW_DISABLE_TELEMETRY=true
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export GX_ANALYTICS_ENABLED=false
+export DO_NOT_TRACK=1
+
+.PHONY: install demo test lint unit integration service clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/tunegate run --config configs/demo.yaml --summary-json .tunegate/demo-summary.json
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/pytest -m unit
+
+integration: install
+	$(BIN)/pytest -m integration
+
+service: install
+	$(BIN)/pytest -m service
+
+clean:
+	rm -rf .tunegate

@@ -1,0 +1,159 @@
+"""The `tunegate` command line.
+
+    tunegate run --config FILE [--set key=value ...] [--summary-json PATH]
+    tunegate demo-data [--out PATH] [--rows N] [--seed S]
+
+Exit status: 0 when the flow completed (promoted or not), 1 when it failed, 2 when the config or
+the data file is refused before any work starts (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Offline and quiet by default: no hub downloads, no telemetry. Set before the libraries load.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DISABLE_MLFLOW_INTEGRATION": "TRUE",
+}
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"tunegate: {message}", file=sys.stderr)
+    return code
+
+
+def _preflight(config) -> str | None:  # noqa: ANN001 - RetrainConfig
+    """Read the data files once before the flow starts: unreadable input is refused here."""
+    from tasks.load import DataReadError, read_records
+    from tasks.validate import ValidationFailed, check_columns
+
+    for key, path in (("data.path", config.data.path), ("data.test_path", config.data.test_path)):
+        if path is None:
+            continue
+        try:
+            check_columns(read_records(path).frame, config.data)
+        except (DataReadError, ValidationFailed) as exc:
+            return f"{key}: {exc}"
+    return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.set)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", 2)
+    problem = _preflight(config)
+    if problem:
+        return _fail(f"data error: {problem}", 2)
+
+    from flows.retrain import retrain
+
+    state = retrain(config, return_state=True)
+    if not state.is_completed():
+        return _fail(f"retrain failed: {state.message}", 1)
+    summary = state.result()
+    print(render_summary(summary))
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(summary.model_dump(), indent=1))
+    return 0
+
+
+def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
+    m = summary.metrics
+    lines = ["", "tunegate retrain summary", "========================"]
+    lines.append(f"dataset version  {summary.dataset_version}")
+    lines.append("rows             " + ", ".join(f"{k}={v}" for k, v in summary.rows.items()))
+    for name in ("candidate", "baseline", "champion"):
+        values = m.get(name)
+        if values is None:
+            lines.append(f"{name:<16} (none)")
+        else:
+            lines.append(
+                f"{name:<16} macro-F1 {values['f1_macro']:.4f}  accuracy {values['accuracy']:.4f}"
+                + (
+                    f"  p95 {values['latency_p95_s'] * 1000:.0f} ms"
+                    if "latency_p95_s" in values
+                    else ""
+                )
+            )
+    if summary.gate.get("champion_version"):
+        lines.append(f"compared against  champion v{summary.gate['champion_version']}")
+    else:
+        lines.append("compared against  baseline only (no champion yet)")
+    lines.append("gate             " + ("PASSED" if summary.gate["passed"] else "FAILED"))
+    lines += [f"  - {r}" for r in summary.gate["reasons"]]
+    model = summary.model
+    lines.append(
+        f"model            {model['name']} v{model['version']} aliases={model['aliases']} ({model['note']})"
+    )
+    lines.append(f"mlflow run       {summary.mlflow_run_id}")
+    lines.append(f"run files        {summary.run_dir}")
+    lines.append("")
+    uri = summary.tracking_uri
+    if uri.startswith("sqlite:///"):
+        lines.append(
+            f"MLflow UI:  mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)"
+        )
+    else:
+        lines.append(f"MLflow UI:  {uri}")
+    lines.append(
+        "Prefect UI: prefect server start   (then http://127.0.0.1:4200; same local database)"
+    )
+    return "\n".join(lines)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from flows.demo_data import generate, write_jsonl
+
+    rows = generate(n=args.rows, seed=args.seed)
+    write_jsonl(rows, Path(args.out))
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunegate", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the retrain flow")
+    run.add_argument("--config", type=Path, help="YAML config file")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    run.add_argument("--summary-json", type=Path, help="write a machine-readable summary here")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo-data", help="write the synthetic loan-application data set")
+    demo.add_argument("--out", default="data/loan_applications.jsonl")
+    demo.add_argument("--rows", type=int, default=3000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""One typed config for the retrain flow, composed of each stage's own settings.
+
+Loaded from YAML, overridden with dotted `--set key=value` pairs whose values parse as YAML, and
+validated once, before any work starts. Every problem is reported on one line that names the key
+(`train.epochs: Input should be a valid number`) or the path; `ConfigError` carries it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.augment import AugmentSettings
+from tasks.evaluate import EvaluateSettings
+from tasks.gate import GateSettings
+from tasks.load import SUPPORTED_SUFFIXES, DataSettings
+from tasks.pii import PIISettings
+from tasks.registry import MLflowSettings
+from tasks.split import SplitSettings
+from tasks.train import LoraSettings, ModelSettings, TrainSettings
+from tasks.validate import ValidateSettings
+
+
+class RetrainConfig(BaseModel):
+    """Everything one retrain needs. Defaults live in the stage settings models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataSettings
+    validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    pii: PIISettings = Field(default_factory=PIISettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
+    work_dir: Path = Field(
+        default=Path(".tunegate/runs"), description="Folder for each run's files."
+    )
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> RetrainConfig:
+        for key, path in (("data.path", self.data.path), ("data.test_path", self.data.test_path)):
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                raise ValueError(f"{key}: file not found: {path}")
+            if Path(path).suffix.lower() not in SUPPORTED_SUFFIXES:
+                raise ValueError(
+                    f"{key}: unsupported file type '{Path(path).suffix}'; use .jsonl, .csv or .parquet"
+                )
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json", by_alias=True))
+        return out
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message is one line naming the key or file."""
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=1")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(keys)}: '{k}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def _first_error(exc: ValidationError) -> str:
+    messages = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see README 'Configuration')"
+        messages.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(messages)
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> RetrainConfig:
+    """YAML file (optional) + overrides -> validated config, or `ConfigError`."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"--config: file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    if "data" not in raw:
+        raise ConfigError("data.path: required; pass --config FILE or --set data.path=FILE")
+    try:
+        return RetrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None

@@ -1,0 +1,71 @@
+import pandas as pd
+import pytest
+
+from tasks.augment import AugmentSettings, augment_frame, char_noise, number_swap
+from tasks.split import SplitSettings, dataset_version, split_frame
+
+pytestmark = pytest.mark.unit
+
+
+def _frame(n=200):
+    return pd.DataFrame(
+        {
+            "text": [f"text number {i} costs $1,500" for i in range(n)],
+            "label": ["abcd"[i % 4] for i in range(n)],
+        }
+    )
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    frame = _frame()
+    s = SplitSettings(val_fraction=0.1, test_fraction=0.2, seed=1)
+    train, val, test, _ = split_frame(frame, s)
+    assert len(train) + len(val) + len(test) == len(frame)
+    assert set(train.text).isdisjoint(test.text) and set(train.text).isdisjoint(val.text)
+    assert test.label.value_counts().to_dict() == {"a": 10, "b": 10, "c": 10, "d": 10}
+    again = split_frame(frame, s)[2]
+    assert again.text.tolist() == test.text.tolist()
+
+
+def test_explicit_test_frame_wins_and_leaks_are_removed():
+    frame = _frame()
+    test = frame.iloc[:8].assign(text=lambda f: f.text.str.upper())
+    train, val, got_test, leaked = split_frame(frame, SplitSettings(), test)
+    assert leaked == 8
+    assert got_test.text.tolist() == test.text.tolist()
+    assert len(train) + len(val) == len(frame) - 8
+
+
+def test_dataset_version_changes_with_content_and_settings():
+    frame = _frame()
+    v = dataset_version([frame], SplitSettings())
+    assert v == dataset_version([frame.copy()], SplitSettings())
+    assert v != dataset_version([frame.iloc[1:]], SplitSettings())
+    assert v != dataset_version([frame], SplitSettings(seed=99))
+
+
+def test_strategies_change_text_and_keep_placeholders(rng):
+    text = (
+        "Notes on <PERSON_1>: $12,500 for solar panels. Existing debt is heavy relative to income."
+    )
+    noisy = char_noise(text, rng, 0.3)
+    assert noisy != text and "<PERSON_1>" in noisy
+    swapped = number_swap(text, rng)
+    assert swapped != text and "$12,500" not in swapped and "<PERSON_1>" in swapped
+
+
+def test_augmentation_keeps_labels_tags_provenance_and_is_seeded():
+    frame = _frame(40)
+    s = AugmentSettings(ratio=1.0, seed=5)
+    out = augment_frame(frame, s)
+    added = out[out.source != "original"]
+    assert len(added) > 20
+    assert set(added.source) <= {"char_noise", "number_swap"}
+    originals = dict(zip(frame.text, frame.label, strict=True))
+    # every augmented row keeps the label of a source row it was made from
+    assert all(lbl in "abcd" for lbl in added.label)
+    assert (
+        out[out.source == "original"].text.map(originals) == out[out.source == "original"].label
+    ).all()
+    assert out.equals(augment_frame(frame, s))
+    assert len(augment_frame(frame, AugmentSettings(enabled=False))) == len(frame)
