@@ -1,7 +1,7 @@
 """Synthetic loan-application reviews: the embedded default data set of `make demo`.
 
-Each narrative describes four risk factors (credit history, debt burden, employment, repayment
-record), each at one of three levels, in one of many phrasings, surrounded by neutral context and
+Each narrative describes three risk factors (credit history, debt burden, repayment record),
+each at one of three levels, in one of many phrasings, surrounded by neutral context and
 planted PII. The label is the bucket of the summed factor levels, so no single keyword decides it:
 a keyword rule or a few-shot head stays low while a fine-tuned model that reads every factor
 scores high. About 2% of rows are defective on purpose (null/empty text, unknown labels,
@@ -164,14 +164,18 @@ FILLERS = [
 LOCALES = ["en_US", "en_GB", "es_ES", "de_DE", "fr_FR", "it_IT", "pt_BR", "pl_PL", "nl_NL", "tr_TR"]
 
 
+# The factors that decide the label; employment is described in FACTORS for other uses.
+SCORED = ("credit", "debt", "repayment")
+
+
 def label_for(levels: dict[str, int]) -> str:
-    """Bucket the summed factor levels (0..8) into four risk classes: <=2, 3, 4, >=5."""
+    """Bucket the summed factor levels (0..6) into four risk classes: <=1, 2, 3, >=4."""
     total = sum(levels.values())
-    if total <= 2:
+    if total <= 1:
         return "low_risk"
-    if total == 3:
+    if total == 2:
         return "medium_risk"
-    if total == 4:
+    if total == 3:
         return "high_risk"
     return "decline"
 
@@ -188,7 +192,7 @@ def _person_name(fake: Faker, rng: random.Random) -> str:
 
 def make_record(rng: random.Random, fakers: list[Faker], index: int) -> dict:
     fake = rng.choice(fakers)
-    levels = {name: rng.choice([0, 1, 2]) for name in FACTORS}
+    levels = {name: rng.choice([0, 1, 2]) for name in SCORED}
     clauses = [rng.choice(FACTORS[name][level]) for name, level in levels.items()]
     rng.shuffle(clauses)
     opener = rng.choice(OPENERS).format(

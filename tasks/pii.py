@@ -340,10 +340,24 @@ class PIIAudit:
         }
 
 
+# On equal spans the more specific type wins: "123-45-6789" is an SSN before it is a phone.
+SPECIFICITY = {
+    name: rank
+    for rank, name in enumerate(
+        ["US_SSN", "CREDIT_CARD", "IBAN_CODE", "EMAIL_ADDRESS", "IP_ADDRESS", "ACCOUNT_NUMBER"]
+        + ["PHONE_NUMBER", "STREET_ADDRESS", "PERSON"]
+    )
+}
+
+
 def _resolve_overlaps(results: list) -> list:
-    """Keep the longest span where detections overlap (then the higher score)."""
+    """Keep the longest span where detections overlap, then the more specific type."""
     chosen: list = []
-    for r in sorted(results, key=lambda r: (-(r.end - r.start), -r.score, r.start)):
+    ranked = sorted(
+        results,
+        key=lambda r: (-(r.end - r.start), SPECIFICITY.get(r.entity_type, 99), -r.score, r.start),
+    )
+    for r in ranked:
         if all(r.end <= c.start or r.start >= c.end for c in chosen):
             chosen.append(r)
     return sorted(chosen, key=lambda r: r.start)
