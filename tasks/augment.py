@@ -32,7 +32,7 @@ class AugmentSettings(BaseModel):
 
     enabled: bool = Field(default=True, description="Augment the training split.")
     ratio: float = Field(
-        default=0.3, ge=0, le=5, description="Augmented rows per original training row."
+        default=0.2, ge=0, le=5, description="Augmented rows per original training row."
     )
     strategies: list[Strategy] = Field(
         default_factory=lambda: ["char_noise", "number_swap"], description="Strategies to use."

@@ -33,7 +33,7 @@ FULLY_TRAINED = {"bert": ["pooler"], "roberta": [], "distilbert": ["pre_classifi
 
 # LoRA targets per architecture (`config.model_type`); anything else needs `lora.target_modules`.
 LORA_TARGETS = {
-    "bert": ["query", "value"],
+    "bert": ["query", "key", "value", "dense"],
     "roberta": ["query", "value"],
     "distilbert": ["q_lin", "v_lin"],
     "llama": ["q_proj", "v_proj"],
@@ -82,8 +82,12 @@ class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["lora", "full"] = Field(default="lora", description="Adapter or all weights.")
-    epochs: float = Field(default=6, gt=0, description="Passes over the training split.")
-    learning_rate: float = Field(default=1e-3, gt=0, description="Peak learning rate.")
+    epochs: float = Field(default=3, gt=0, description="Passes over the training split.")
+    learning_rate: float = Field(
+        default=2e-3,
+        gt=0,
+        description="Peak learning rate. 2e-3 suits LoRA on a small encoder; 7-8B models: 1e-5.",
+    )
     batch_size: int = Field(default=16, ge=1, description="Examples per step.")
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     warmup_fraction: float = Field(
