@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import logging
 import re
 import tempfile
 from collections import Counter
@@ -25,13 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.load import DataSettings, read_records
 from tasks.validate import ValidationReport
-
-log = logging.getLogger(__name__)
 
 ENTITY_TYPES = [
     "PERSON",
@@ -480,5 +477,5 @@ def scrub_task(
     data: DataSettings, report: ValidationReport, settings: PIISettings, out_dir: Path, name: str
 ) -> ScrubResult:
     result = scrub_dataset(data, report, settings, out_dir, name)
-    log.info("scrubbed %s: %s", name, json.dumps(result.audit["entities"]))
+    get_run_logger().info("scrubbed %s: %s", name, json.dumps(result.audit["entities"]))
     return result

@@ -9,17 +9,14 @@ another writer changed it since this run looked (last writer must not silently w
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
-
-log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -176,6 +173,8 @@ def promote_version(
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current)
     client.set_registered_model_alias(name, CHAMPION, version)
+    if current is None:
+        return True, None, f"v{version} is the first champion"
     return True, current, f"champion moved from v{current} to v{version}"
 
 
@@ -202,7 +201,7 @@ def register_task(
     if gate_passed:
         promoted, previous, note = promote_version(client, name, version, expected_champion)
     tracker.set_tags({"tunegate.promoted": promoted, "tunegate.model_version": version})
-    log.info("registered %s v%s; %s", name, version, note)
+    get_run_logger().info("registered %s v%s; %s", name, version, note)
     return Registration(
         name=name,
         version=version,

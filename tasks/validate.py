@@ -11,17 +11,14 @@ The report holds line numbers and reasons only, never text, so it is safe to log
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.load import DataSettings, LoadedData, read_records
-
-log = logging.getLogger(__name__)
 
 TEXT_HELPER = "_text_stripped"
 NORM_HELPER = "_text_normalised"
@@ -204,11 +201,12 @@ def validate_records(
 
     results = run_expectations(work, lambda: _build_suite(data, settings, labels))
     outcomes: list[ExpectationOutcome] = []
-    first_seen_norm = work.drop_duplicates(NORM_HELPER, keep="first").index
-    first_seen_id = (
-        work.drop_duplicates(data.id_column, keep="first").index if data.id_column else None
+    # Uniqueness last: of a group of duplicates, the first row that passed every other check is
+    # kept, so a valid row is never dropped as the "duplicate" of a row quarantined for its label.
+    unique_last = sorted(
+        results, key=lambda r: r.expectation_config.type == "expect_column_values_to_be_unique"
     )
-    for res in results:
+    for res in unique_last:
         cfg = res.expectation_config
         column = cfg.kwargs.get("column")
         indices = res.result.get("unexpected_index_list") or []
@@ -217,8 +215,7 @@ def validate_records(
         )
         reason = REASONS.get((cfg.type, role), f"{cfg.type} failed on {column}")
         if cfg.type == "expect_column_values_to_be_unique":
-            keep = first_seen_norm if column == NORM_HELPER else first_seen_id
-            indices = [i for i in indices if i not in keep]
+            indices = _later_duplicates(work, column, indices, quarantined)
         outcomes.append(
             ExpectationOutcome(
                 expectation=cfg.type,
@@ -241,6 +238,16 @@ def validate_records(
     )
     report.problems = check_table(report, work.set_index("_line")[data.label_column], settings)
     return report
+
+
+def _later_duplicates(
+    work: pd.DataFrame, column: str, indices: list, quarantined: dict[int, str]
+) -> list:
+    """Indices to quarantine as duplicates: every member of a group but its first valid row."""
+    members = work.loc[list(indices)]
+    valid = members[~members["_line"].isin(list(quarantined))]
+    keep = set(valid.drop_duplicates(column, keep="first").index)
+    return [i for i in indices if i not in keep and int(work.at[i, "_line"]) not in quarantined]
 
 
 def check_table(
@@ -287,7 +294,7 @@ def validate_task(
     """Validate `data.path`; the report (lines and reasons, no text) is written to `out_dir`."""
     report = validate_records(read_records(data.path), data, settings)
     write_report(report, out_dir / "validation_report.json")
-    log.info(
+    get_run_logger().info(
         "validated %d rows: %d accepted, %d quarantined",
         report.rows_in,
         report.rows_accepted,

@@ -67,3 +67,18 @@ def test_table_level_problems_stop_training(tmp_path):
     assert not report.passed
     assert any("max_quarantine_fraction" in p for p in report.problems)
     assert any("validate.min_rows=20" in p for p in report.problems)
+
+
+def test_duplicate_of_a_quarantined_row_keeps_the_valid_one(tmp_path):
+    rows = _rows() + [
+        {"text": "shared text", "label": "zzz"},
+        {"text": "shared text", "label": "a"},
+    ]
+    path = _write(tmp_path, rows)
+    report = validate_records(
+        read_records(path),
+        DataSettings(path=path, labels=["a", "b"]),
+        ValidateSettings(min_rows=10),
+    )
+    assert report.quarantined == {31: "label not in the allowed set"}
+    assert 32 in report.accepted_lines
