@@ -20,6 +20,7 @@ from tasks.load import SUPPORTED_SUFFIXES, DataSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
 from tasks.split import SplitSettings
+from tasks.storage import StorageSettings
 from tasks.train import LoraSettings, ModelSettings, TrainSettings
 from tasks.validate import ValidateSettings
 
@@ -40,6 +41,7 @@ class RetrainConfig(BaseModel):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     work_dir: Path = Field(
         default=Path(".tunegate/runs"), description="Folder for each run's files."
     )
@@ -55,6 +57,15 @@ class RetrainConfig(BaseModel):
                 raise ValueError(
                     f"{key}: unsupported file type '{Path(path).suffix}'; use .jsonl, .csv or .parquet"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _remote_training_needs_a_store(self) -> RetrainConfig:
+        if self.train.work_pool and not self.storage.url:
+            raise ValueError(
+                "storage.url: required when train.work_pool is set (a store every worker "
+                "reaches, e.g. s3://bucket/tunegate)"
+            )
         return self
 
     def flat(self) -> dict[str, Any]:

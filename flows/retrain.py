@@ -20,6 +20,7 @@ from prefect.states import Failed
 from pydantic import BaseModel
 
 from flows.config import RetrainConfig
+from flows.train_remote import train_on_pool
 from tasks.augment import augment_task
 from tasks.evaluate import (
     EvalResult,
@@ -159,19 +160,35 @@ def _run_stages(
         config.split.seed,
     )
 
-    # 6. train.
-    trained = train_task(
-        augmented.train_path,
-        splits.val_path,
-        labels,
-        config.model,
-        config.lora,
-        config.train,
-        run_dir / "train",
-        sink=lambda step, values: tracker.log_metrics(
-            {f"train/{k}": v for k, v in values.items()}, step
-        ),
-    )
+    # 6. train: here, or as its own deployment on `train.work_pool` (see flows/train_remote.py).
+    if config.train.work_pool:
+        trained = train_on_pool(
+            augmented.train_path,
+            splits.val_path,
+            labels,
+            config.model,
+            config.lora,
+            config.train,
+            config.storage,
+            config.mlflow,
+            tracker,
+            run_dir.name,
+            run_dir / "train",
+            logger,
+        )
+    else:
+        trained = train_task(
+            augmented.train_path,
+            splits.val_path,
+            labels,
+            config.model,
+            config.lora,
+            config.train,
+            run_dir / "train",
+            sink=lambda step, values: tracker.log_metrics(
+                {f"train/{k}": v for k, v in values.items()}, step
+            ),
+        )
     curves = plot_history(run_dir / "train" / "history.json", run_dir / "loss_curves.png")
     tracker.log_artifact(curves, "plots")
 

@@ -35,7 +35,8 @@ class MLflowSettings(BaseModel):
     )
     artifact_location: str = Field(
         default=".tunegate/mlartifacts",
-        description="Artifact root for a new experiment on a local store (ignored by servers).",
+        description="Artifact root for a new experiment on a local store (ignored by servers): "
+        "a folder or an object-store URL such as s3://bucket/mlflow.",
     )
     experiment: str = Field(default="tunegate", description="Experiment name.")
     registered_model: str = Field(
@@ -85,7 +86,9 @@ def open_tracking(settings: MLflowSettings) -> MlflowClient:
     if client.get_experiment_by_name(settings.experiment) is None:
         location = None
         if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
-            location = Path(settings.artifact_location).resolve().as_uri()
+            location = settings.artifact_location
+            if "://" not in location:  # s3://, gs://... stay as they are
+                location = Path(location).resolve().as_uri()
         try:
             client.create_experiment(settings.experiment, artifact_location=location)
         except MlflowException:  # created concurrently by another run: fine

@@ -95,6 +95,11 @@ class TrainSettings(BaseModel):
     )
     logging_steps: int = Field(default=10, ge=1, description="Log the training loss every N steps.")
     seed: int = Field(default=13, description="Seed for initialisation and data order.")
+    work_pool: str | None = Field(
+        default=None,
+        description="Run training as deployment 'train-remote/<pool>' on this Prefect work pool "
+        "(e.g. a GPU pool); data and adapter travel through storage.url.",
+    )
 
 
 class TrainResult(BaseModel):

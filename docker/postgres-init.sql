@@ -1,0 +1,3 @@
+-- Runs once, on the first start of an empty Postgres volume: MLflow gets its own database next
+-- to Prefect's (POSTGRES_DB creates `prefect`).
+CREATE DATABASE mlflow;

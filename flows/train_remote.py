@@ -1,0 +1,180 @@
+"""The training stage as its own deployment, on a GPU work pool.
+
+When `train.work_pool` is set, the retrain flow (on the CPU pool) pushes the training and
+validation splits to the shared store (`storage.url`), starts the deployment
+`train-remote/<train.work_pool>` with `run_deployment`, waits for it, and pulls the adapter folder
+back. `train_remote` runs on a worker of that pool: it pulls the splits, runs the ordinary
+training task, logs the curves to the parent's MLflow run, and pushes the adapter back.
+
+Register the deployment once per pool (code from a folder every worker has, e.g. the image):
+
+    python -m flows.train_remote --pool gpu --source /app
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from tasks.registry import MLflowSettings, Tracker, open_tracking
+from tasks.storage import StorageSettings, join, pull, push
+from tasks.train import (
+    LoraSettings,
+    ModelSettings,
+    TrainingError,
+    TrainResult,
+    TrainSettings,
+    train_task,
+)
+
+FLOW_NAME = "train-remote"
+ENTRYPOINT = "flows/train_remote.py:train_remote"
+RESULT_FILE = "result.json"
+
+
+class RemoteTrainResult(BaseModel):
+    """What the GPU pool hands back: where the adapter is, and the training figures."""
+
+    model_url: str
+    best_val_f1: float
+    epochs_run: float
+    steps: int
+    seconds: float
+    examples_per_second: float
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def train_remote(
+    train_url: str,
+    val_url: str,
+    out_url: str,
+    labels: list[str],
+    model: ModelSettings,
+    lora: LoraSettings,
+    train: TrainSettings,
+    storage: StorageSettings,
+    mlflow: MLflowSettings,
+    mlflow_run_id: str,
+) -> RemoteTrainResult:
+    """Pull the splits from the store, train, push the run's folder to `out_url`.
+
+    `out_url` receives `model/` (the adapter), `history.json` and `result.json`: the parent reads
+    everything from the store, so nothing depends on where this run's results are persisted.
+    """
+    logger = get_run_logger()
+    tracker = Tracker(open_tracking(mlflow), mlflow_run_id)
+    with tempfile.TemporaryDirectory(prefix="tunegate-train-") as tmp:
+        work = Path(tmp)
+        train_path = pull(train_url, work / "train.parquet", storage.options)
+        val_path = pull(val_url, work / "val.parquet", storage.options)
+        result = train_task(
+            train_path,
+            val_path,
+            labels,
+            model,
+            lora,
+            train,
+            work / "out",
+            sink=lambda step, values: tracker.log_metrics(
+                {f"train/{k}": v for k, v in values.items()}, step
+            ),
+        )
+        remote = RemoteTrainResult(
+            model_url=join(out_url, "model"), **result.model_dump(exclude={"model_dir"})
+        )
+        (work / "out" / RESULT_FILE).write_text(remote.model_dump_json())
+        shutil.rmtree(work / "out" / "checkpoints", ignore_errors=True)
+        push(work / "out", out_url, storage.options)
+    logger.info("adapter pushed to %s", remote.model_url)
+    return remote
+
+
+def deployment_name(work_pool: str) -> str:
+    """The training deployment for a pool is named after the pool."""
+    return f"{FLOW_NAME}/{work_pool}"
+
+
+def train_on_pool(
+    train_path: Path,
+    val_path: Path,
+    labels: list[str],
+    model: ModelSettings,
+    lora: LoraSettings,
+    train: TrainSettings,
+    storage: StorageSettings,
+    mlflow: MLflowSettings,
+    tracker: Tracker,
+    run_id: str,
+    out_dir: Path,
+    logger: logging.Logger,
+) -> TrainResult:
+    """Run training as the pool's deployment; data and adapter travel through `storage.url`."""
+    from prefect.deployments import run_deployment
+
+    if storage.url is None or train.work_pool is None:
+        raise TrainingError("storage.url: required when train.work_pool is set")
+    base = join(storage.url, "runs", run_id)
+    train_url = push(train_path, join(base, "data", "train.parquet"), storage.options)
+    val_url = push(val_path, join(base, "data", "val.parquet"), storage.options)
+    name = deployment_name(train.work_pool)
+    logger.info("training on work pool %s (deployment %s)", train.work_pool, name)
+    child = run_deployment(
+        name,
+        parameters={
+            "train_url": train_url,
+            "val_url": val_url,
+            "out_url": join(base, "train"),
+            "labels": labels,
+            "model": model.model_dump(mode="json"),
+            "lora": lora.model_dump(mode="json"),
+            "train": train.model_dump(mode="json"),
+            "storage": storage.model_dump(mode="json"),
+            "mlflow": mlflow.model_dump(mode="json"),
+            "mlflow_run_id": tracker.run_id,
+        },
+        timeout=None,
+    )
+    if child.state is None or not child.state.is_completed():
+        state = child.state.name if child.state else "unknown"
+        raise TrainingError(
+            f"train.work_pool '{train.work_pool}': training run {child.id} ended {state}; "
+            "check that a worker polls that pool and has the deployment's code"
+        )
+    tracker.set_tags({"tunegate.train_flow_run_id": str(child.id)})
+    pull(join(base, "train"), out_dir, storage.options)
+    remote = RemoteTrainResult.model_validate_json((out_dir / RESULT_FILE).read_text())
+    return TrainResult(model_dir=out_dir / "model", **remote.model_dump(exclude={"model_url"}))
+
+
+def deploy(pool: str, source: str, image: str | None = None) -> str:
+    """Register `train-remote/<pool>`: code from `source` (a folder or git URL) or an image."""
+    if image:
+        deployment_id = train_remote.deploy(
+            name=pool, work_pool_name=pool, image=image, build=False, push=False
+        )
+    else:
+        deployment_id = train_remote.from_source(source=source, entrypoint=ENTRYPOINT).deploy(
+            name=pool, work_pool_name=pool
+        )
+    return str(deployment_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.train_remote", description=__doc__)
+    parser.add_argument("--pool", required=True, help="work pool the training runs on")
+    parser.add_argument("--source", default=".", help="folder or git URL with this code")
+    parser.add_argument("--image", default=None, help="for docker/kubernetes pools: the image")
+    args = parser.parse_args(argv)
+    source = args.source if "://" in args.source else str(Path(args.source).resolve())
+    print(deploy(args.pool, source, args.image))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

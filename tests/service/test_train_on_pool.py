@@ -1,0 +1,180 @@
+"""The split across work pools, against a real Prefect server on loopback.
+
+A `prefect server start` subprocess (temporary PREFECT_HOME, SQLite) and a `prefect worker start
+--pool gpu-test --type process` subprocess stand in for the stack. The retrain flow runs here; its
+training stage is dispatched with `run_deployment` to `train-remote/gpu-test`, which the worker
+runs in another process; splits and the adapter travel through a shared folder (`storage.url`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[2]
+POOL = "gpu-test"
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"prefect server not healthy after {seconds}s: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server and one process worker on the `gpu-test` pool."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api,
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        "PYTHONPATH": str(REPO),  # the worker's flow runs import this checkout
+    }
+    server_log = home / "server.log"
+    server = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+        env=env,
+        stdout=server_log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=home,
+    )
+    worker = None
+    try:
+        _wait_healthy(api, server, server_log)
+        worker_log = home / "worker.log"
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", POOL, "--type", "process"],
+            env=env,
+            stdout=worker_log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=home,
+        )
+        yield {"api": api, "home": home, "worker_log": worker_log}
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(server)
+
+
+def test_training_runs_on_the_other_pool(prefect_server, tiny_model_dir, demo_subset, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+
+    from flows.config import load_config
+    from flows.retrain import retrain
+    from flows.train_remote import deploy
+
+    data_path, _ = demo_subset
+    store = tmp_path / "mlflow"
+    shared = tmp_path / "shared-store"
+    config = load_config(
+        None,
+        [
+            f"data.path={data_path}",
+            "data.text_column=narrative",
+            "data.label_column=risk_label",
+            "data.id_column=application_id",
+            "data.labels=[low_risk, medium_risk, high_risk, decline]",
+            "augment.enabled=false",
+            f"model.base_model={tiny_model_dir}",
+            "lora.target_modules=[query, value]",
+            "train.epochs=1",
+            "train.batch_size=32",
+            f"train.work_pool={POOL}",
+            f"storage.url=file://{shared}",
+            "evaluate.latency_samples=3",
+            "gate.min_f1=0.0",
+            "gate.min_margin_over_baseline=-1.0",
+            f"mlflow.tracking_uri=sqlite:///{store}/mlflow.db",
+            f"mlflow.artifact_location={store}/artifacts",
+            "mlflow.registered_model=tiny-split",
+            f"work_dir={tmp_path}/runs",
+        ],
+    )
+    started = time.perf_counter()
+    with temporary_settings(
+        {PREFECT_API_URL: prefect_server["api"], PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}
+    ):
+        deploy(POOL, str(REPO))
+        state = retrain(config, return_state=True)
+        assert state.is_completed(), (
+            f"{state.message}\nworker log:\n{prefect_server['worker_log'].read_text()[-3000:]}"
+        )
+        summary = state.result()
+
+        async def _runs():
+            async with get_client() as client:
+                parent = await client.read_flow_run(summary.prefect_flow_run_id)
+                runs = await client.read_flow_runs()
+                return parent, runs
+
+        import asyncio
+
+        parent, runs = asyncio.run(_runs())
+    wall = time.perf_counter() - started
+    print(f"retrain with training on pool {POOL}: {wall:.1f}s")
+
+    children = [r for r in runs if r.deployment_id is not None]
+    assert len(children) == 1
+    child = children[0]
+    # The training run went to the other pool and was executed there, by the worker's process.
+    assert child.work_pool_name == POOL
+    assert child.state.is_completed()
+    assert child.id != parent.id and parent.work_pool_name is None
+    assert str(child.id) in prefect_server["worker_log"].read_text()
+
+    # The adapter came back through the shared store, and the parent registered it.
+    assert (shared / "runs" / str(parent.id) / "train" / "model" / "adapter_config.json").is_file()
+    assert summary.model["version"] == "1"
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    run = client.get_run(summary.mlflow_run_id)
+    assert run.data.tags["tunegate.train_flow_run_id"] == str(child.id)
+    assert "train/loss" in run.data.metrics or "train/eval_f1_macro" in run.data.metrics
+    version = client.get_model_version("tiny-split", "1")
+    assert version.run_id == summary.mlflow_run_id
