@@ -233,6 +233,23 @@ def test_kubernetes_gpu_job_template():
     placeholders = set(re.findall(r"\{\{ (\w+) \}\}", K8S.read_text()))
     assert placeholders <= set(template["variables"]["properties"])
 
+    # Prefect's own check, as `prefect work-pool create --base-job-template` applies it.
+    from prefect.server.schemas.actions import WorkPoolCreate
+    from prefect.utilities.templating import apply_values
+
+    WorkPoolCreate(name="gpu", type="kubernetes", base_job_template=template)
+    props = template["variables"]["properties"]
+    values = {k: v["default"] for k, v in props.items() if "default" in v}
+    values.update(name="train", command="prefect flow-run execute", env={}, labels={})
+    rendered = apply_values(template["job_configuration"], values)
+    pod = rendered["job_manifest"]["spec"]["template"]["spec"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1
+    assert resources["requests"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["volumes"][0]["emptyDir"]["sizeLimit"] == "8Gi"
+    assert pod["containers"][0]["image"] == "tunegate:0.1.0-cuda"
+
 
 @pytest.mark.skipif(
     shutil.which("docker") is None
