@@ -96,7 +96,14 @@ def test_mlflow_logs_registers_and_loads_a_model_through_s3(s3_env, tiny_model_d
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from tasks.registry import MLflowSettings, open_tracking, register_task, start_run
+    from tasks.registry import (
+        MLflowSettings,
+        log_model,
+        open_tracking,
+        promote_version,
+        register_version,
+        start_run,
+    )
 
     labels = ["low_risk", "high_risk"]
     model_dir = _untrained_adapter(tiny_model_dir, tmp_path / "model", labels)
@@ -108,17 +115,11 @@ def test_mlflow_logs_registers_and_loads_a_model_through_s3(s3_env, tiny_model_d
     client = open_tracking(settings)
     assert client.get_experiment_by_name("tunegate").artifact_location == f"s3://{BUCKET}/mlflow"
     tracker = start_run(client, settings, {"test": "s3"})
-    registration = register_task.fn(
-        settings.tracking_uri,
-        settings.registered_model,
-        tracker.run_id,
-        model_dir,
-        tags={},
-        description="through S3",
-        gate_passed=True,
-        expected_champion=None,
-    )
-    assert registration.promoted and registration.version == "1"
+    # the plain functions behind register_task: log, register, promote
+    model_uri = log_model(tracker, model_dir, settings.tracking_uri)
+    version = register_version(client, "s3-model", model_uri, tracker.run_id, {}, "through S3")
+    promoted, _, _ = promote_version(client, "s3-model", version, None)
+    assert promoted and version == "1"
 
     # The files are in the bucket, not on the local disk.
     keys = [
