@@ -2,6 +2,8 @@
 
     tunegate run --config FILE [--set key=value ...] [--summary-json PATH]
     tunegate demo-data [--out PATH] [--rows N] [--seed S]
+    tunegate validate DATA [--config FILE] [--set key=value ...] [--summary-json PATH] [--out DIR]
+    tunegate scrub IN OUT [--config FILE]
 
 Exit status: 0 when the flow completed (promoted or not), 1 when it failed, 2 when the config or
 the data file is refused before any work starts (one line on stderr, no traceback).
@@ -128,6 +130,103 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate one file: exit 0 passed, 1 validation failed, 2 file or config refused."""
+    from flows.config import ConfigError, load_config
+    from tasks.load import DataReadError, read_records
+    from tasks.pii import write_quarantine
+    from tasks.validate import ValidationFailed, validate_records, write_report
+
+    try:
+        config = load_config(args.config, [*args.set, f"data.path={args.data}"])
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", 2)
+    try:
+        loaded = read_records(config.data.path)
+    except DataReadError as exc:
+        return _fail(f"data error: {exc}", 2)
+    out_dir = Path(args.out)
+    try:
+        report = validate_records(
+            loaded, config.data, config.validate_, out_dir if config.validate_.data_docs else None
+        )
+    except ValidationFailed as exc:
+        return _fail(f"data error: {exc}", 2)
+    write_report(report, out_dir / "validation_report.json")
+    quarantine = write_quarantine(
+        loaded,
+        report.quarantined,
+        config.pii,
+        out_dir / f"{Path(args.data).stem}_quarantine",
+        config.data.path,
+    )
+    summary = {**report.summary(), "quarantine_file": str(quarantine)}
+    print(render_validation(summary))
+    if args.summary_json:
+        Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.summary_json).write_text(json.dumps(summary, indent=1))
+    return 0 if report.passed else 1
+
+
+def render_validation(summary: dict) -> str:
+    rows = summary["rows"]
+    lines = [
+        "tunegate validation summary",
+        f"result           {'PASSED' if summary['passed'] else 'FAILED'}",
+        f"rows             in={rows['in']} accepted={rows['accepted']} "
+        f"quarantined={rows['quarantined']}",
+    ]
+    for reason, count in summary["quarantine_reasons"].items():
+        lines.append(f"  {count:>6}  {reason}")
+    for failed in summary["failed_expectations"]:
+        where = f" on {failed['column']}" if failed.get("column") else ""
+        lines.append(f"failed           {failed['expectation']}{where}: {failed['unexpected_count']}")
+    lines += [f"problem          {p}" for p in summary["problems"]]
+    lines.append(f"quarantine file  {summary['quarantine_file']}")
+    if summary.get("data_docs"):
+        lines.append(f"data docs        {summary['data_docs']}")
+    lines.append(f"took             {summary['seconds']:.2f} s")
+    return "\n".join(lines)
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    """Scrub every text value of IN into OUT and print the audit (counts only)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from tasks.load import DataReadError, detect_format
+    from tasks.pii import PIISettings, scrub_file
+
+    raw: dict = {}
+    if args.config is not None:
+        if not Path(args.config).is_file():
+            return _fail(f"config error: --config: file not found: {args.config}", 2)
+        try:
+            raw = yaml.safe_load(Path(args.config).read_text()) or {}
+        except yaml.YAMLError:
+            return _fail(f"config error: {args.config}: not valid YAML", 2)
+    try:
+        settings = PIISettings.model_validate(raw.get("pii") or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        return _fail(f"config error: pii.{where}: {err['msg'].removeprefix('Value error, ')}", 2)
+    try:
+        detect_format(Path(args.out))
+        audit = scrub_file(Path(args.input), Path(args.out), settings)
+    except DataReadError as exc:
+        return _fail(f"data error: {exc}", 2)
+    data = audit.as_dict()
+    print(f"scrubbed {data['records']} records into {args.out} "
+          f"({data['records_with_pii']} with PII, {data['records_unreadable']} unreadable skipped)")
+    print(f"{'column':<24}{'entity':<24}{'count':>7}")
+    for row in audit.table():
+        print(f"{row['column']:<24}{row['entity']:<24}{row['count']:>7}")
+    if data["residual_hits"]:
+        print(f"residual hits (values blanked): {data['residual_hits']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunegate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--summary-json", type=Path, help="write a machine-readable summary here")
     run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="validate a data file and quarantine bad rows")
+    validate.add_argument("data", type=Path, help="JSONL, CSV or Parquet file")
+    validate.add_argument("--config", type=Path, help="YAML config file (data.path is DATA)")
+    validate.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    validate.add_argument("--summary-json", type=Path, help="write the summary here")
+    validate.add_argument(
+        "--out", type=Path, default=Path(".tunegate/validate"), help="report, quarantine, docs"
+    )
+    validate.set_defaults(func=cmd_validate)
+
+    scrub = sub.add_parser("scrub", help="scrub PII from a file and print the audit")
+    scrub.add_argument("input", type=Path, help="JSONL, CSV or Parquet file")
+    scrub.add_argument("out", type=Path, help="output file; its suffix picks the format")
+    scrub.add_argument("--config", type=Path, help="YAML config file (its pii section)")
+    scrub.set_defaults(func=cmd_scrub)
 
     demo = sub.add_parser("demo-data", help="write the synthetic loan-application data set")
     demo.add_argument("--out", default="data/loan_applications.jsonl")

@@ -80,6 +80,7 @@ class RetrainConfig(BaseModel):
                 out[prefix] = value
 
         walk("", self.model_dump(mode="json", by_alias=True))
+        out.pop("pii.hash_salt", None)  # a secret, not a parameter
         return out
 
 

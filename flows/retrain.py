@@ -32,7 +32,7 @@ from tasks.evaluate import (
     write_report,
 )
 from tasks.gate import GateDecision, gate_task
-from tasks.pii import scrub_task
+from tasks.pii import ScrubResult, scrub_task
 from tasks.registry import (
     Tracker,
     load_champion,
@@ -42,7 +42,7 @@ from tasks.registry import (
 )
 from tasks.split import split_task
 from tasks.train import plot_history, train_task
-from tasks.validate import validate_task
+from tasks.validate import ValidationReport, validate_task
 
 HEADLINE = ("f1_macro", "accuracy")
 
@@ -98,41 +98,56 @@ def _run_stages(
     config: RetrainConfig, run_dir: Path, tracker: Tracker, logger: logging.Logger
 ) -> RetrainSummary:
     # 1. validate (Great Expectations) and 2. scrub PII, for the data file and the test file.
-    report = validate_task(config.data, config.validate_, run_dir)
+    # Both are cached on the file's content + settings under <work_dir>/cache/data: a re-run
+    # on unchanged data and config skips them (Prefect cache keys).
+    data_cache = Path(config.work_dir).resolve() / "cache" / "data"
+    report = validate_task(config.data, config.validate_, data_cache)
     if not report.passed:
         raise DataRefused("; ".join(report.problems))
-    scrubbed = scrub_task(config.data, report, config.pii, run_dir, "data")
-    rows_in, quarantined = report.rows_in, report.rows_quarantined
+    scrubbed = scrub_task(config.data, report, config.pii, data_cache, "data")
+    _check_scrubbed(scrubbed, config)
+    rows_in, quarantined = scrubbed.rows_in, scrubbed.rows_quarantined
     test_accepted = None
+    audits = {"data": scrubbed.audit}
     if config.data.test_path is not None:
         test_data = config.data.model_copy(
             update={"path": config.data.test_path, "labels": report.labels}
         )
-        test_report = validate_task(test_data, config.validate_, run_dir)
+        test_report = validate_task(test_data, config.validate_, data_cache)
         if not test_report.passed:
             raise DataRefused("data.test_path: " + "; ".join(test_report.problems))
-        test_scrubbed = scrub_task(test_data, test_report, config.pii, run_dir, "test")
+        test_scrubbed = scrub_task(test_data, test_report, config.pii, data_cache, "test")
+        _check_scrubbed(test_scrubbed, config)
         test_accepted = test_scrubbed.accepted_path
-        rows_in += test_report.rows_in
-        quarantined += test_report.rows_quarantined
-        tracker.log_artifact(test_scrubbed.quarantine_path, "data")
-    tracker.log_artifact(scrubbed.quarantine_path, "data")
-    tracker.log_dict(scrubbed.audit, "data/pii_audit.json")
-    tracker.log_dict(
-        {
-            "rows_in": report.rows_in,
-            "quarantined": {str(k): v for k, v in report.quarantined.items()},
-            "expectations": [e.model_dump() for e in report.expectations],
-        },
-        "data/validation_report.json",
-    )
+        rows_in += test_scrubbed.rows_in
+        quarantined += test_scrubbed.rows_quarantined
+        audits["test"] = test_scrubbed.audit
+        tracker.log_artifact(_copy_into(test_scrubbed.quarantine_path, run_dir), "data")
+    tracker.log_artifact(_copy_into(scrubbed.quarantine_path, run_dir), "data")
+    _log_data_stage(tracker, report, audits, run_dir)
     labels = report.labels
 
-    # 3. split, versioned by content.
+    # 3. split, versioned by content; exact leakage removed from train, near-duplicates reported.
     splits = split_task(scrubbed.accepted_path, config.split, run_dir, test_accepted)
     _log_dataset(tracker, splits.train_path, splits.dataset_version, config.data.path)
     for path in (splits.train_path, splits.val_path, splits.test_path):
         tracker.log_artifact(path, "data/splits")
+    tracker.log_metrics(
+        {f"near_duplicates_{k}": v for k, v in splits.near_duplicates.items()}
+        | {
+            f"class_count/{part}/{label}": n
+            for part, counts in splits.class_counts.items()
+            for label, n in counts.items()
+        }
+    )
+    tracker.log_dict(
+        {
+            "leakage_removed_from_train": splits.leakage_removed,
+            "near_duplicates": splits.near_duplicates,
+            "near_duplicate_lines (held-out line, train line)": splits.near_duplicate_lines,
+        },
+        "data/leakage_report.json",
+    )
 
     # 4. augment the training split only.
     augmented = augment_task(splits.train_path, config.augment, run_dir)
@@ -262,6 +277,66 @@ def _run_stages(
     save_json(summary.model_dump(), run_dir / "summary.json")
     _prefect_artifacts(summary, candidate, baseline, champion)
     return summary
+
+
+def _check_scrubbed(scrubbed: ScrubResult, config: RetrainConfig) -> None:
+    """Rows dropped by the PII stage count against validate.max_quarantine_fraction too."""
+    fraction = scrubbed.rows_quarantined / max(scrubbed.rows_in, 1)
+    if fraction > config.validate_.max_quarantine_fraction:
+        raise DataRefused(
+            f"{scrubbed.rows_quarantined} of {scrubbed.rows_in} rows quarantined after PII "
+            f"scrubbing ({fraction:.0%}), more than validate.max_quarantine_fraction="
+            f"{config.validate_.max_quarantine_fraction}"
+        )
+
+
+def _copy_into(path: Path, run_dir: Path) -> Path:
+    import shutil
+
+    target = run_dir / path.name
+    shutil.copyfile(path, target)
+    return target
+
+
+def _log_data_stage(
+    tracker: Tracker, report: ValidationReport, audits: dict[str, dict], run_dir: Path
+) -> None:
+    """Validation report, PII audit (counts only) and Data Docs to MLflow and Prefect."""
+    from prefect.artifacts import create_link_artifact
+
+    tracker.log_dict(
+        {
+            "rows_in": report.rows_in,
+            "quarantined": {str(k): v for k, v in report.quarantined.items()},
+            "expectations": [e.model_dump() for e in report.expectations],
+        },
+        "data/validation_report.json",
+    )
+    metrics: dict[str, float] = {}
+    table = []
+    for name, audit in audits.items():
+        tracker.log_dict(audit, f"data/pii_audit_{name}.json")
+        for column, counts in audit["by_column"].items():
+            for entity, n in counts.items():
+                metrics[f"pii/{name}/{column}/{entity}"] = n
+                table.append({"file": name, "column": column, "entity": entity, "count": n})
+        metrics[f"pii/{name}/rows_dropped"] = audit["rows_dropped"]
+        metrics[f"pii/{name}/residual_hits"] = sum(audit["residual_hits"].values())
+    tracker.log_metrics(metrics)
+    create_table_artifact(
+        table or [{"file": "data", "column": "-", "entity": "none found", "count": 0}],
+        key="pii-audit",
+        description="PII found and replaced, per file, column and entity type (counts only)",
+    )
+    if report.data_docs:
+        site = Path(report.data_docs).parent
+        tracker.client.log_artifacts(tracker.run_id, str(site), "data_docs")
+        create_link_artifact(
+            link=Path(report.data_docs).resolve().as_uri(),
+            link_text="Great Expectations Data Docs",
+            key="data-docs",
+            description=f"Also in MLflow run {tracker.run_id} under data_docs/index.html",
+        )
 
 
 def _frame(texts: list[str]):  # noqa: ANN202

@@ -77,11 +77,19 @@ def read_records(path: Path) -> LoadedData:
     if fmt == "parquet":
         return _read_parquet(path)
     raw = path.read_bytes()
-    if b"\x00" in raw[:4096]:
+    if _looks_binary(raw[:4096]):
         raise DataReadError(f"{path}: looks like a binary file, not {fmt.upper()} text")
     if fmt == "jsonl":
         return _read_jsonl(path, raw)
     return _read_csv(path, raw)
+
+
+def _looks_binary(head: bytes) -> bool:
+    """NUL bytes or many control characters: not a text file, whatever its name says."""
+    if b"\x00" in head:
+        return True
+    control = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return len(head) > 0 and control / len(head) > 0.1
 
 
 def _decode(line: bytes) -> tuple[str | None, str | None]:
@@ -190,3 +198,57 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     if "_line" not in frame:
         frame["_line"] = pd.Series(dtype="int64")
     return frame
+
+
+def write_records(rows: list[dict], stem: Path, like: Path) -> Path:
+    """Write `rows` next to `stem` in the format of `like` (JSONL, CSV or Parquet).
+
+    Used for the quarantine file, so it opens with the same tools as the input. Values that
+    are not plain scalars are written as JSON text in CSV and Parquet.
+    """
+    fmt = detect_format(Path(like))
+    path = Path(f"{stem}{'.jsonl' if fmt == 'jsonl' else '.' + fmt}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        with path.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        return path
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    if rows and "_reason" in rows[0]:
+        columns = [c for c in columns if c not in ("_line", "_reason")] + ["_line", "_reason"]
+
+    def cell(value: object) -> object:
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+    if fmt == "csv":
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: cell(row.get(k)) for k in columns})
+        return path
+    frame = pd.DataFrame(
+        {
+            k: pd.Series(
+                [
+                    row.get(k) if k == "_line" else _as_str(cell(row.get(k)))
+                    for row in rows
+                ],
+                dtype="int64" if k == "_line" else object,
+            )
+            for k in columns
+        }
+    )
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _as_str(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(value)

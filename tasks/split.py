@@ -11,6 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 import pandas as pd
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +34,13 @@ class SplitSettings(BaseModel):
         description="Share for the test split (ignored with data.test_path).",
     )
     seed: int = Field(default=13, description="Seed of the stratified split.")
+    near_duplicate_threshold: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Word-trigram Jaccard (MinHash estimate) above which a val/test row is "
+        "reported as a near-duplicate of a train row.",
+    )
 
 
 class SplitResult(BaseModel):
@@ -41,7 +50,9 @@ class SplitResult(BaseModel):
     test_path: Path
     sizes: dict[str, int]
     class_counts: dict[str, dict[str, int]]
-    leakage_removed: int = 0
+    leakage_removed: int = 0  # train rows dropped: same normalised text as a val/test row
+    near_duplicates: dict[str, int] = {}  # val/test rows with a near-duplicate in train
+    near_duplicate_lines: dict[str, list[list[int]]] = {}  # a few (held-out line, train line)
 
 
 def dataset_version(frames: list[pd.DataFrame], settings: BaseModel) -> str:
@@ -88,12 +99,89 @@ def split_frame(
     )
 
 
+def remove_exact_leakage(
+    train: pd.DataFrame, held_out: list[pd.DataFrame]
+) -> tuple[pd.DataFrame, int]:
+    """Drop train rows whose normalised text also occurs in a held-out split."""
+    seen: set[str] = set()
+    for part in held_out:
+        seen.update(part["text"].map(normalise_text))
+    keep = ~train["text"].map(normalise_text).isin(seen)
+    return train[keep].reset_index(drop=True), int((~keep).sum())
+
+
+_PRIME = (1 << 61) - 1
+
+
+def minhash_signatures(texts: list[str], num_perm: int = 64, seed: int = 1) -> np.ndarray:
+    """MinHash of word-trigram shingles of each normalised text: (len(texts), num_perm)."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, _PRIME, size=num_perm, dtype=np.uint64)
+    b = rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64)
+    out = np.empty((len(texts), num_perm), dtype=np.uint64)
+    for i, text in enumerate(texts):
+        words = normalise_text(text).split()
+        grams = {" ".join(words[j : j + 3]) for j in range(max(1, len(words) - 2))}
+        hashed = np.array(
+            [int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest()) >> 4 for g in grams],
+            dtype=np.uint64,
+        )
+        # (a*x + b) mod p on uint64 wraps; good enough as a family of hash permutations
+        out[i] = ((hashed[:, None] * a[None, :] + b[None, :]) % _PRIME).min(axis=0)
+    return out
+
+
+def near_duplicates(
+    train: pd.DataFrame, held_out: pd.DataFrame, threshold: float, bands: int = 16
+) -> list[tuple[int, int]]:
+    """(held-out index, train index) pairs whose estimated trigram Jaccard >= threshold.
+
+    Locality-sensitive hashing on MinHash bands finds candidates; the signature agreement
+    estimates the Jaccard. One pair per held-out row (its best match) is returned.
+    """
+    if train.empty or held_out.empty:
+        return []
+    sig_train = minhash_signatures(list(train["text"]))
+    sig_held = minhash_signatures(list(held_out["text"]))
+    rows = sig_train.shape[1] // bands
+    buckets: dict[tuple, list[int]] = {}
+    for j in range(len(sig_train)):
+        for band in range(bands):
+            key = (band, sig_train[j, band * rows : (band + 1) * rows].tobytes())
+            buckets.setdefault(key, []).append(j)
+    pairs = []
+    for i in range(len(sig_held)):
+        candidates: set[int] = set()
+        for band in range(bands):
+            key = (band, sig_held[i, band * rows : (band + 1) * rows].tobytes())
+            candidates.update(buckets.get(key, ())[:200])
+        if not candidates:
+            continue
+        cand = np.fromiter(candidates, dtype=np.int64)
+        agreement = (sig_train[cand] == sig_held[i]).mean(axis=1)
+        best = int(agreement.argmax())
+        if agreement[best] >= threshold:
+            pairs.append((i, int(cand[best])))
+    return pairs
+
+
 def write_splits(
     accepted_path: Path, settings: SplitSettings, out_dir: Path, test_path: Path | None = None
 ) -> SplitResult:
     frame = pd.read_parquet(accepted_path)
     test_frame = pd.read_parquet(test_path) if test_path else None
     train, val, test, leakage = split_frame(frame, settings, test_frame)
+    train, removed = remove_exact_leakage(train, [val, test])
+    leakage += removed
+    near: dict[str, int] = {}
+    near_lines: dict[str, list[list[int]]] = {}
+    for name, part in (("val", val), ("test", test)):
+        pairs = near_duplicates(train, part, settings.near_duplicate_threshold)
+        near[name] = len(pairs)
+        if "_line" in part and "_line" in train:
+            near_lines[name] = [
+                [int(part["_line"].iloc[i]), int(train["_line"].iloc[j])] for i, j in pairs[:20]
+            ]
     version = dataset_version([frame] if test_frame is None else [frame, test_frame], settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -111,6 +199,8 @@ def write_splits(
             for name, part in (("train", train), ("val", val), ("test", test))
         },
         leakage_removed=leakage,
+        near_duplicates=near,
+        near_duplicate_lines=near_lines,
     )
 
 

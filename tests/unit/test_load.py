@@ -76,3 +76,64 @@ def test_parquet_rows_are_numbered(tmp_path):
     (tmp_path / "bad.parquet").write_text(json.dumps({"not": "parquet"}))
     with pytest.raises(DataReadError, match="Parquet"):
         read_records(tmp_path / "bad.parquet")
+
+
+BAD_INPUTS = {
+    # name: (suffix, bytes, expected: "rows" -> quarantined lines, else error substring)
+    "malformed_json_line": (".jsonl", b'{"text": "a", "label": "x"}\n{oops\n', {2: "malformed"}),
+    "non_utf8_byte": (".jsonl", b'{"text": "a\xff", "label": "x"}\n', {1: "not valid UTF-8"}),
+    "non_utf8_csv": (".csv", b"text,label\nok,x\nbad \xfe,x\n", {3: "not valid UTF-8"}),
+    "bom_jsonl": (".jsonl", b'\xef\xbb\xbf{"text": "a", "label": "x"}\n', {}),
+    "bom_csv": (".csv", b"\xef\xbb\xbftext,label\na,x\n", {}),
+    "crlf_jsonl": (".jsonl", b'{"text": "a", "label": "x"}\r\n{"text": "b", "label": "y"}\r\n', {}),
+    "crlf_csv": (".csv", b"text,label\r\na,x\r\nb,y\r\n", {}),
+    "json_array_in_jsonl": (".jsonl", b'[{"text": "a", "label": "x"}]\n', "JSON array"),
+    "empty_jsonl": (".jsonl", b"", "empty"),
+    "empty_csv": (".csv", b"", "empty"),
+    "header_only_csv": (".csv", b"text,label\n", "no rows"),
+    "binary_as_jsonl": (".jsonl", bytes(range(256)) * 8, "binary"),
+    "binary_as_csv": (".csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20, "binary"),
+    "binary_as_parquet": (".parquet", b"\x89PNG\r\n\x1a\n\x00\x00" * 20, "Parquet"),
+    "blank_lines_only": (".jsonl", b"\n\n  \n", "no records"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_every_bad_input_gives_rows_or_one_clear_error(tmp_path, name):
+    suffix, content, expected = BAD_INPUTS[name]
+    path = tmp_path / f"d{suffix}"
+    path.write_bytes(content)
+    if isinstance(expected, str):
+        with pytest.raises(DataReadError, match=expected) as info:
+            read_records(path)
+        assert "\n" not in str(info.value) and str(path) in str(info.value)
+        return
+    loaded = read_records(path)
+    got = {r["_line"]: r["_reason"] for r in loaded.unreadable}
+    assert set(got) == set(expected)
+    for line, start in expected.items():
+        assert got[line].startswith(start)
+    assert loaded.rows_in == len(loaded.frame) + len(got)
+    if not expected:
+        assert list(loaded.frame.columns[:2]) == ["text", "label"]
+        assert all("\r" not in str(v) for v in loaded.frame["label"])
+
+
+def test_single_2mb_row_is_read(tmp_path):
+    path = tmp_path / "big.jsonl"
+    big = "word " * 420_000
+    path.write_text(json.dumps({"text": big, "label": "x"}) + "\n")
+    loaded = read_records(path)
+    assert len(loaded.frame.loc[0, "text"]) == len(big)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_write_records_keeps_the_input_format(tmp_path, suffix):
+    from tasks.load import write_records
+
+    rows = [{"text": "a", "extra": {"k": 1}, "_line": 3, "_reason": "duplicate text"}]
+    out = write_records(rows, tmp_path / "q", tmp_path / f"in{suffix}")
+    assert out.suffix == suffix
+    back = read_records(out).frame
+    assert back["_reason"].tolist() == ["duplicate text"]
+    assert "_line" in back.columns
