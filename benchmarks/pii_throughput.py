@@ -57,14 +57,18 @@ def main() -> None:
     started = time.perf_counter()
     reference = [replace_spans(t, presidio_detect(t), settings)[0] for t in texts]
     reference_s = time.perf_counter() - started
-    print(f"presidio AnalyzerEngine, one record per call: {reference_s:.1f} s "
-          f"({len(texts) / reference_s:.0f} records/s)")
+    print(
+        f"presidio AnalyzerEngine, one record per call: {reference_s:.1f} s "
+        f"({len(texts) / reference_s:.0f} records/s)"
+    )
 
     started = time.perf_counter()
     ours = scrub_many(texts, settings)
     ours_s = time.perf_counter() - started
-    print(f"tunegate scrub_many (incl. residual scan): {ours_s:.1f} s "
-          f"({len(texts) / ours_s:.0f} records/s)")
+    print(
+        f"tunegate scrub_many (incl. residual scan): {ours_s:.1f} s "
+        f"({len(texts) / ours_s:.0f} records/s)"
+    )
     same = sum(a == b.text for a, b in zip(reference, ours, strict=True))
     print(f"identical scrubbed output: {same}/{len(texts)}")
 

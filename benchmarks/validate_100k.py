@@ -29,7 +29,9 @@ BUDGET_S = 60.0
 
 
 def make_file(path: Path, rows: int) -> None:
-    base = [json.loads(x) for x in (REPO / "data" / "loan_applications.jsonl").read_text().splitlines()]
+    base = [
+        json.loads(x) for x in (REPO / "data" / "loan_applications.jsonl").read_text().splitlines()
+    ]
     with path.open("w") as fh:
         for i in range(rows):
             row = dict(base[i % len(base)])
@@ -59,8 +61,10 @@ def main() -> None:
         started = time.perf_counter()
         report = validate_file(data, ValidateSettings(), Path(tmp) / "out")
         seconds = time.perf_counter() - started
-    print(f"rows: {report.rows_in}  cores: {cores}  accepted: {report.rows_accepted}  "
-          f"quarantined: {report.rows_quarantined}  data docs: {report.data_docs is not None}")
+    print(
+        f"rows: {report.rows_in}  cores: {cores}  accepted: {report.rows_accepted}  "
+        f"quarantined: {report.rows_quarantined}  data docs: {report.data_docs is not None}"
+    )
     print(f"suite alone (GX run incl. docs): {report.seconds:.1f} s")
     print(f"rows per second: {report.rows_in / seconds:.0f}")
     print(f"share of the {BUDGET_S:.0f} s budget: {seconds / BUDGET_S:.2f}")

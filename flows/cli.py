@@ -180,7 +180,9 @@ def render_validation(summary: dict) -> str:
         lines.append(f"  {count:>6}  {reason}")
     for failed in summary["failed_expectations"]:
         where = f" on {failed['column']}" if failed.get("column") else ""
-        lines.append(f"failed           {failed['expectation']}{where}: {failed['unexpected_count']}")
+        lines.append(
+            f"failed           {failed['expectation']}{where}: {failed['unexpected_count']}"
+        )
     lines += [f"problem          {p}" for p in summary["problems"]]
     lines.append(f"quarantine file  {summary['quarantine_file']}")
     if summary.get("data_docs"):
@@ -217,8 +219,10 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     except DataReadError as exc:
         return _fail(f"data error: {exc}", 2)
     data = audit.as_dict()
-    print(f"scrubbed {data['records']} records into {args.out} "
-          f"({data['records_with_pii']} with PII, {data['records_unreadable']} unreadable skipped)")
+    print(
+        f"scrubbed {data['records']} records into {args.out} "
+        f"({data['records_with_pii']} with PII, {data['records_unreadable']} unreadable skipped)"
+    )
     print(f"{'column':<24}{'entity':<24}{'count':>7}")
     for row in audit.table():
         print(f"{row['column']:<24}{row['entity']:<24}{row['count']:>7}")

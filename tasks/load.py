@@ -235,10 +235,7 @@ def write_records(rows: list[dict], stem: Path, like: Path) -> Path:
     frame = pd.DataFrame(
         {
             k: pd.Series(
-                [
-                    row.get(k) if k == "_line" else _as_str(cell(row.get(k)))
-                    for row in rows
-                ],
+                [row.get(k) if k == "_line" else _as_str(cell(row.get(k))) for row in rows],
                 dtype="int64" if k == "_line" else object,
             )
             for k in columns

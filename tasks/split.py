@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,7 +122,10 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, seed: int = 1) -> n
         words = normalise_text(text).split()
         grams = {" ".join(words[j : j + 3]) for j in range(max(1, len(words) - 2))}
         hashed = np.array(
-            [int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest()) >> 4 for g in grams],
+            [
+                int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest()) >> 4
+                for g in grams
+            ],
             dtype=np.uint64,
         )
         # (a*x + b) mod p on uint64 wraps; good enough as a family of hash permutations

@@ -32,7 +32,6 @@ from tasks.load import DataSettings, LoadedData, read_records
 log = logging.getLogger(__name__)
 
 
-
 class ExpectationSpec(BaseModel):
     """A user expectation from the YAML: a GX expectation type and its keyword arguments."""
 
@@ -309,9 +308,7 @@ def _validation_frame(
         {
             "_line": frame["_line"].astype(int).to_numpy(),
             TEXT_SHA: pd.Series([None if t is None else _sha(t) for t in texts], dtype=object),
-            TEXT_CHARS: pd.Series(
-                [None if t is None else len(t) for t in stripped], dtype="Int64"
-            ),
+            TEXT_CHARS: pd.Series([None if t is None else len(t) for t in stripped], dtype="Int64"),
             NORM_SHA: pd.Series(
                 [_sha(normalise_text(t)) if t else None for t in stripped], dtype=object
             ),

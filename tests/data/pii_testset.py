@@ -14,30 +14,92 @@ from dataclasses import dataclass, field
 
 # (first, last) pairs written by hand; several deliberately unlike English names.
 NAMES = [
-    ("Xiuying", "Wang"), ("Wei", "Zhang"), ("Haruto", "Sato"), ("Yui", "Takahashi"),
-    ("Min-jun", "Kim"), ("Ji-woo", "Park"), ("Thi Mai", "Tran"), ("Van An", "Nguyen"),
-    ("Priya", "Raghunathan"), ("Arjun", "Venkataraman"), ("Omar", "Al-Farouq"),
-    ("Fatima Zahra", "El-Amrani"), ("Chidinma", "Okonkwo"), ("Oluwaseun", "Adeyemi"),
-    ("Wanjiru", "Kamau"), ("Ayşe", "Yılmaz"), ("Grzegorz", "Brzęczyszczykiewicz"),
-    ("Dimitrios", "Papadopoulos"), ("Svetlana", "Kuznetsova"), ("José Luis", "Rodríguez Zapatero"),
-    ("João", "Gonçalves"), ("Amélie", "Dubois-Laurent"), ("Siobhán", "O'Sullivan"),
-    ("Angus", "MacLeod"), ("Jan-Willem", "van der Berg"), ("Jürgen", "Großmann"),
-    ("Sigríður", "Jónsdóttir"), ("Bjørn", "Ødegaard"), ("Keoni", "Kahananui"), ("Aroha", "Ngata"),
-    ("Dariush", "Farahani"), ("Yael", "Ben-David"), ("Maricel", "Dimaculangan"),
-    ("Somchai", "Wongsakul"), ("Nomvula", "Dlamini"), ("Tendai", "Mutasa"), ("Kwame", "Mensah"),
-    ("Aigerim", "Nurlanovna"), ("Bolat", "Seitkali"), ("Zeynep", "Öztürk"), ("Mihai", "Ionescu"),
-    ("Ioana", "Popescu-Dragomir"), ("Lukáš", "Dvořák"), ("Eszter", "Szabó"), ("Matti", "Virtanen"),
-    ("Saoirse", "Ní Bhriain"), ("Rhys", "ap Gruffydd"), ("Giulia", "D'Angelo"),
-    ("Lorenzo", "della Rovere"), ("Inés", "García-Márquez"), ("Thandiwe", "Nkosi"),
-    ("Rangi", "Parata"), ("Ngozi", "Eze"), ("Abebe", "Bekele"), ("Tigist", "Haile"),
-    ("Ravi", "Subramaniam"), ("Anjali", "Deshpande"), ("Imran", "Qureshi"), ("Farah", "Siddiqui"),
-    ("Hyun-woo", "Choi"), ("Mei-ling", "Huang"), ("Kenji", "Watanabe"), ("Sakura", "Yamamoto"),
-    ("Tupac", "Quispe"), ("Itzel", "Xochitl"), ("Kalani", "Akana"), ("Björk", "Guðmundsdóttir"),
-    ("Zoltán", "Kovács"), ("Radek", "Nowakowski"), ("Olamide", "Balogun"), ("Leilani", "Kealoha"),
-    ("Sione", "Tupou"), ("Ahmad", "bin Ismail"), ("Nurul", "Hidayah"), ("Baraka", "Otieno"),
-    ("Esi", "Asante"), ("Hamza", "Benali"), ("Yusuf", "Demir"), ("Aleksandr", "Volkov"),
-    ("Natalia", "Wiśniewska"), ("Pierre-Yves", "Lefèvre"), ("Maëlle", "Le Goff"),
-    ("Cormac", "Ó Briain"), ("Hemi", "Walker"), ("Pita", "Sharples"), ("Ximena", "Huamán"),
+    ("Xiuying", "Wang"),
+    ("Wei", "Zhang"),
+    ("Haruto", "Sato"),
+    ("Yui", "Takahashi"),
+    ("Min-jun", "Kim"),
+    ("Ji-woo", "Park"),
+    ("Thi Mai", "Tran"),
+    ("Van An", "Nguyen"),
+    ("Priya", "Raghunathan"),
+    ("Arjun", "Venkataraman"),
+    ("Omar", "Al-Farouq"),
+    ("Fatima Zahra", "El-Amrani"),
+    ("Chidinma", "Okonkwo"),
+    ("Oluwaseun", "Adeyemi"),
+    ("Wanjiru", "Kamau"),
+    ("Ayşe", "Yılmaz"),
+    ("Grzegorz", "Brzęczyszczykiewicz"),
+    ("Dimitrios", "Papadopoulos"),
+    ("Svetlana", "Kuznetsova"),
+    ("José Luis", "Rodríguez Zapatero"),
+    ("João", "Gonçalves"),
+    ("Amélie", "Dubois-Laurent"),
+    ("Siobhán", "O'Sullivan"),
+    ("Angus", "MacLeod"),
+    ("Jan-Willem", "van der Berg"),
+    ("Jürgen", "Großmann"),
+    ("Sigríður", "Jónsdóttir"),
+    ("Bjørn", "Ødegaard"),
+    ("Keoni", "Kahananui"),
+    ("Aroha", "Ngata"),
+    ("Dariush", "Farahani"),
+    ("Yael", "Ben-David"),
+    ("Maricel", "Dimaculangan"),
+    ("Somchai", "Wongsakul"),
+    ("Nomvula", "Dlamini"),
+    ("Tendai", "Mutasa"),
+    ("Kwame", "Mensah"),
+    ("Aigerim", "Nurlanovna"),
+    ("Bolat", "Seitkali"),
+    ("Zeynep", "Öztürk"),
+    ("Mihai", "Ionescu"),
+    ("Ioana", "Popescu-Dragomir"),
+    ("Lukáš", "Dvořák"),
+    ("Eszter", "Szabó"),
+    ("Matti", "Virtanen"),
+    ("Saoirse", "Ní Bhriain"),
+    ("Rhys", "ap Gruffydd"),
+    ("Giulia", "D'Angelo"),
+    ("Lorenzo", "della Rovere"),
+    ("Inés", "García-Márquez"),
+    ("Thandiwe", "Nkosi"),
+    ("Rangi", "Parata"),
+    ("Ngozi", "Eze"),
+    ("Abebe", "Bekele"),
+    ("Tigist", "Haile"),
+    ("Ravi", "Subramaniam"),
+    ("Anjali", "Deshpande"),
+    ("Imran", "Qureshi"),
+    ("Farah", "Siddiqui"),
+    ("Hyun-woo", "Choi"),
+    ("Mei-ling", "Huang"),
+    ("Kenji", "Watanabe"),
+    ("Sakura", "Yamamoto"),
+    ("Tupac", "Quispe"),
+    ("Itzel", "Xochitl"),
+    ("Kalani", "Akana"),
+    ("Björk", "Guðmundsdóttir"),
+    ("Zoltán", "Kovács"),
+    ("Radek", "Nowakowski"),
+    ("Olamide", "Balogun"),
+    ("Leilani", "Kealoha"),
+    ("Sione", "Tupou"),
+    ("Ahmad", "bin Ismail"),
+    ("Nurul", "Hidayah"),
+    ("Baraka", "Otieno"),
+    ("Esi", "Asante"),
+    ("Hamza", "Benali"),
+    ("Yusuf", "Demir"),
+    ("Aleksandr", "Volkov"),
+    ("Natalia", "Wiśniewska"),
+    ("Pierre-Yves", "Lefèvre"),
+    ("Maëlle", "Le Goff"),
+    ("Cormac", "Ó Briain"),
+    ("Hemi", "Walker"),
+    ("Pita", "Sharples"),
+    ("Ximena", "Huamán"),
 ]
 
 TITLES = ["Mr.", "Ms.", "Mrs.", "Dr.", "Prof.", "Mx.", "Dr"]
@@ -77,8 +139,10 @@ def luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
     body = prefix + "".join(str(rng.randint(0, 9)) for _ in range(length - len(prefix) - 1))
     for check in range(10):
         digits = [int(c) for c in body + str(check)]
-        total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2)
-                    for i, d in enumerate(reversed(digits)))
+        total = sum(
+            d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2)
+            for i, d in enumerate(reversed(digits))
+        )
         if total % 10 == 0:
             return body + str(check)
     raise AssertionError
@@ -100,18 +164,33 @@ def make_value(entity: str, rng: random.Random, fakers: list) -> str:
         return f"{user}{rng.randint(1, 99)}@{dom}"
     if entity == "PHONE_NUMBER":
         area = str(rng.randint(201, 989))
-        return rng.choice([
-            f"({area}) {d(3)}-{d(4)}", f"{area}-{d(3)}-{d(4)}", f"{area}.{d(3)}.{d(4)}",
-            f"+1 {area} {d(3)} {d(4)}", f"+44 20 {d(4)} {d(4)}", f"+49 30 {d(8)}",
-            f"+33 1 {d(2)} {d(2)} {d(2)} {d(2)}", f"0049 89 {d(7)}", f"+91 9{d(4)} {d(5)}",
-            f"+81 3-{d(4)}-{d(4)}", f"020 {d(4)} {d(4)}", f"{area}-{d(3)}-{d(4)} ext. {d(2)}",
-        ])
+        return rng.choice(
+            [
+                f"({area}) {d(3)}-{d(4)}",
+                f"{area}-{d(3)}-{d(4)}",
+                f"{area}.{d(3)}.{d(4)}",
+                f"+1 {area} {d(3)} {d(4)}",
+                f"+44 20 {d(4)} {d(4)}",
+                f"+49 30 {d(8)}",
+                f"+33 1 {d(2)} {d(2)} {d(2)} {d(2)}",
+                f"0049 89 {d(7)}",
+                f"+91 9{d(4)} {d(5)}",
+                f"+81 3-{d(4)}-{d(4)}",
+                f"020 {d(4)} {d(4)}",
+                f"{area}-{d(3)}-{d(4)} ext. {d(2)}",
+            ]
+        )
     if entity == "US_SSN":
         n = f"{rng.randint(100, 899)}{d(2)}{d(4)}"
-        return rng.choice([
-            f"{n[:3]}-{n[3:5]}-{n[5:]}", f"{n[:3]} {n[3:5]} {n[5:]}", "078-05-1120",
-            "219-09-9999", "123-45-6789",
-        ])
+        return rng.choice(
+            [
+                f"{n[:3]}-{n[3:5]}-{n[5:]}",
+                f"{n[:3]} {n[3:5]} {n[5:]}",
+                "078-05-1120",
+                "219-09-9999",
+                "123-45-6789",
+            ]
+        )
     if entity == "US_SSN_PLAIN":
         return f"{rng.randint(100, 899)}{d(2)}{d(4)}"
     if entity == "CREDIT_CARD":
@@ -119,35 +198,59 @@ def make_value(entity: str, rng: random.Random, fakers: list) -> str:
         if kind == "amex":
             n = luhn_complete(rng.choice(["34", "37"]), 15, rng)
             return rng.choice([_group(n, [4, 6, 5], " "), _group(n, [4, 6, 5], "-"), n])
-        n = luhn_complete({"visa": "4", "mc": "5" + str(rng.randint(1, 5)), "disc": "6011"}[kind], 16, rng)
+        n = luhn_complete(
+            {"visa": "4", "mc": "5" + str(rng.randint(1, 5)), "disc": "6011"}[kind], 16, rng
+        )
         return rng.choice([_group(n, [4, 4, 4, 4], " "), _group(n, [4, 4, 4, 4], "-"), n])
     if entity == "IBAN_CODE":
         iban = rng.choice(fakers).iban()
         return rng.choice([iban, " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))])
     if entity == "IP_ADDRESS":
-        return rng.choice([
-            f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-            ":".join(f"{rng.randint(0, 65535):x}" for _ in range(8)),
-            f"2001:db8::{rng.randint(1, 65535):x}",
-            f"fe80::{rng.randint(1, 65535):x}:{rng.randint(1, 65535):x}",
-        ])
+        return rng.choice(
+            [
+                f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                ":".join(f"{rng.randint(0, 65535):x}" for _ in range(8)),
+                f"2001:db8::{rng.randint(1, 65535):x}",
+                f"fe80::{rng.randint(1, 65535):x}:{rng.randint(1, 65535):x}",
+            ]
+        )
     if entity == "DATE_OF_BIRTH":
         y, m, day = rng.randint(1940, 2005), rng.randint(1, 12), rng.randint(1, 28)
-        month = ["January", "February", "March", "April", "May", "June", "July", "August",
-                 "September", "October", "November", "December"][m - 1]
-        return rng.choice([
-            f"{y}-{m:02d}-{day:02d}", f"{m:02d}/{day:02d}/{y}", f"{day:02d}.{m:02d}.{y}",
-            f"{day} {month} {y}", f"{month} {day}, {y}", f"{month[:3]} {day}, {y}",
-        ])
+        month = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ][m - 1]
+        return rng.choice(
+            [
+                f"{y}-{m:02d}-{day:02d}",
+                f"{m:02d}/{day:02d}/{y}",
+                f"{day:02d}.{m:02d}.{y}",
+                f"{day} {month} {y}",
+                f"{month} {day}, {y}",
+                f"{month[:3]} {day}, {y}",
+            ]
+        )
     if entity == "STREET_ADDRESS":
-        return rng.choice([
-            f"{rng.randint(1, 9999)} {rng.choice(['Maple', 'Oak Hill', 'Evergreen', 'Baker', 'Sunset'])} "
-            f"{rng.choice(['Street', 'Avenue', 'Road', 'Lane', 'Drive', 'Blvd', 'Terrace', 'Way'])}",
-            f"{rng.choice(['Haupt', 'Linden', 'Goethe', 'Kirch'])}straße {rng.randint(1, 120)}",
-            f"{rng.randint(1, 200)} Rue de {rng.choice(['Rivoli', 'la Paix', 'Lyon'])}",
-            f"Via {rng.choice(['Roma', 'Garibaldi', 'Dante'])} {rng.randint(1, 200)}",
-            f"Calle {rng.choice(['Mayor', 'de Alcalá', 'Serrano'])} {rng.randint(1, 200)}",
-        ])
+        return rng.choice(
+            [
+                f"{rng.randint(1, 9999)} {rng.choice(['Maple', 'Oak Hill', 'Evergreen', 'Baker', 'Sunset'])} "
+                f"{rng.choice(['Street', 'Avenue', 'Road', 'Lane', 'Drive', 'Blvd', 'Terrace', 'Way'])}",
+                f"{rng.choice(['Haupt', 'Linden', 'Goethe', 'Kirch'])}straße {rng.randint(1, 120)}",
+                f"{rng.randint(1, 200)} Rue de {rng.choice(['Rivoli', 'la Paix', 'Lyon'])}",
+                f"Via {rng.choice(['Roma', 'Garibaldi', 'Dante'])} {rng.randint(1, 200)}",
+                f"Calle {rng.choice(['Mayor', 'de Alcalá', 'Serrano'])} {rng.randint(1, 200)}",
+            ]
+        )
     if entity == "ACCOUNT_NUMBER":
         return rng.choice([d(8), d(12), f"{d(4)}-{d(6)}", f"GB-{d(4)}-{d(2)}"])
     if entity == "LOAN_NUMBER":
@@ -159,29 +262,46 @@ def make_value(entity: str, rng: random.Random, fakers: list) -> str:
 
 # Templates put a value in context; {v} is the value. Entity -> list of templates.
 TEMPLATES = {
-    "EMAIL_ADDRESS": ["Contact: {v}.", "Email {v} for documents", "wrote from {v} yesterday",
-                      "cc {v}"],
+    "EMAIL_ADDRESS": [
+        "Contact: {v}.",
+        "Email {v} for documents",
+        "wrote from {v} yesterday",
+        "cc {v}",
+    ],
     "PHONE_NUMBER": ["Phone {v}.", "call back on {v} after six", "mobile: {v}", "Tel {v}"],
-    "US_SSN": ["SSN {v} verified.", "social security number {v} on file", "ssn: {v}",
-               "Provided {v} as SSN."],
+    "US_SSN": [
+        "SSN {v} verified.",
+        "social security number {v} on file",
+        "ssn: {v}",
+        "Provided {v} as SSN.",
+    ],
     "US_SSN_PLAIN": ["SSN {v} verified.", "SSN: {v}", "social security number {v}"],
     "CREDIT_CARD": ["Fee paid by card {v}.", "card number {v} on file", "charged {v} today"],
     "IBAN_CODE": ["Payout IBAN {v}.", "transfer to {v} approved", "IBAN: {v}"],
     "IP_ADDRESS": ["Submitted from IP {v}.", "login from {v} flagged", "ip={v}"],
-    "DATE_OF_BIRTH": ["DOB: {v}.", "date of birth {v}", "born on {v}", "Born {v}.",
-                      "D.O.B. {v}"],
+    "DATE_OF_BIRTH": ["DOB: {v}.", "date of birth {v}", "born on {v}", "Born {v}.", "D.O.B. {v}"],
     "STREET_ADDRESS": ["Mailing address: {v}.", "lives at {v} with family", "moved to {v} in May"],
-    "ACCOUNT_NUMBER": ["account number {v} is in good standing", "Acct #: {v}",
-                       "account no. {v} overdrawn"],
+    "ACCOUNT_NUMBER": [
+        "account number {v} is in good standing",
+        "Acct #: {v}",
+        "account no. {v} overdrawn",
+    ],
     "LOAN_NUMBER": ["loan number {v} refinanced", "Loan ID: {v}", "loan #{v} closed"],
     "MEDICAL_RECORD_NUMBER": ["MRN: {v}", "medical record number {v} attached", "MRN#{v}"],
 }
 
 NAME_TEMPLATES = [
-    "{n} applied for a loan.", "Notes on {n}: income stable.", "Loan officer spoke with {n}.",
-    "Payment received from {n} yesterday.", "The co-signer is {n}.", "{t} {n} reviewed the file.",
-    "{last}, {first} called twice.", "Signed by {n}.", "Applicant {n} asked about fees.",
-    "Meeting with {t} {last} went well.", "Referred by {n} from the branch.",
+    "{n} applied for a loan.",
+    "Notes on {n}: income stable.",
+    "Loan officer spoke with {n}.",
+    "Payment received from {n} yesterday.",
+    "The co-signer is {n}.",
+    "{t} {n} reviewed the file.",
+    "{last}, {first} called twice.",
+    "Signed by {n}.",
+    "Applicant {n} asked about fees.",
+    "Meeting with {t} {last} went well.",
+    "Referred by {n} from the branch.",
 ]
 
 STRUCTURED = [e for e in TEMPLATES if e != "US_SSN_PLAIN"] + ["US_SSN_PLAIN"]
@@ -234,7 +354,9 @@ def build(seed: int = 11, n_records: int = 260) -> list[Record]:
             text = out + " "
         kinds = rng.sample(STRUCTURED, k=rng.choice([1, 2, 2, 3]))
         if i < len(STRUCTURED) * 4:  # guarantee coverage of every type early on
-            kinds = [STRUCTURED[i % len(STRUCTURED)]] + [k for k in kinds if k != STRUCTURED[i % len(STRUCTURED)]][:1]
+            kinds = [STRUCTURED[i % len(STRUCTURED)]] + [
+                k for k in kinds if k != STRUCTURED[i % len(STRUCTURED)]
+            ][:1]
         for kind in kinds:
             value = make_value(kind, rng, fakers)
             text = _place([], spans, text, kind, value, rng.choice(TEMPLATES[kind])) + " "

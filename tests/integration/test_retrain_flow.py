@@ -29,6 +29,44 @@ def _planted_pii(rows: list[dict]) -> list[str]:
     return sorted(found)
 
 
+PLANTED = [
+    # (row, raw values that must not survive anywhere)
+    (
+        {
+            "application_id": "APP-PII-1",
+            "narrative": "Notes on Xiuying Wangchuk: $9,000, solar panels. SSN: 219099999. "
+            "Email zq.planted@example.org. The credit file is excellent.",
+            "risk_label": "low_risk",
+        },
+        ["Wangchuk", "219099999", "zq.planted@example.org"],
+    ),
+    (
+        {
+            "application_id": "APP-PII-2",
+            "narrative": "Dr. Oluwaseun Adebayo-Okafor asks $5,000 for tuition. DOB: 1983-07-19. "
+            "Login from 2001:db8:77::9f3. MRN: 88412907. Existing debt is light.",
+            "risk_label": "medium_risk",
+        },
+        ["Adebayo-Okafor", "1983-07-19", "2001:db8:77::9f3", "88412907"],
+    ),
+    (  # quarantined (label outside the set): its quarantine row must be scrubbed too
+        {
+            "application_id": "APP-PII-3",
+            "narrative": "Kahananuiwai, Keoni requests $3,000. Card 4539 5787 6362 1486.",
+            "risk_label": "not-a-label",
+        },
+        ["Kahananuiwai", "4539 5787 6362 1486"],
+    ),
+]
+
+
+def _sqlite_text(db: Path) -> str:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return "\n".join(conn.iterdump())
+
+
 def _all_text_under(root: Path) -> str:
     chunks = []
     for path in root.rglob("*"):
@@ -53,6 +91,10 @@ def test_retrain_end_to_end_then_against_champion(
     prefect_backend, tiny_model_dir, demo_subset, tmp_path
 ):
     data_path, rows = demo_subset
+    with data_path.open("a") as fh:
+        for row, _ in PLANTED:
+            fh.write(json.dumps(row) + "\n")
+    rows = rows + [row for row, _ in PLANTED]
     store = tmp_path / "mlflow"
     overrides = [
         f"data.path={data_path}",
@@ -118,15 +160,64 @@ def test_retrain_end_to_end_then_against_champion(
     leaked = [p for p in planted if p in written]
     assert leaked == []
 
+    # the planted values: not in any file under work_dir (runs + cache), the MLflow store (db +
+    # artifacts), the Prefect database or its result storage
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_LOCAL_STORAGE_PATH
+
+    prefect_db = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split(":///", 1)[1])
+    everything = "\n".join(
+        [
+            _all_text_under(tmp_path / "runs"),
+            _all_text_under(store),
+            _sqlite_text(store / "mlflow.db"),
+            _sqlite_text(prefect_db),
+            *(
+                p.read_bytes().decode("utf-8", "replace")
+                for p in Path(PREFECT_LOCAL_STORAGE_PATH.value()).rglob("*")
+                if p.is_file()
+            ),
+        ]
+    )
+    assert "APP-PII-1" in everything  # the search does see the rows' ids...
+    values = [v for _, raw in PLANTED for v in raw]
+    assert [v for v in values if v in everything] == []  # ...but none of their PII
+    assert (Path(first.run_dir) / "data_quarantine.jsonl").read_text().count("APP-PII-3") == 1
+    run_after = client.get_run(first.mlflow_run_id)
+    assert run_after.data.metrics["rows_in"] == len(rows)
+    assert any(k.startswith("pii/data/narrative/") for k in run_after.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(first.mlflow_run_id, "data_docs")}
+    assert "data_docs/index.html" in artifacts
+
     # second run: compared against the champion; a strict no-regression gate keeps v1 champion
     second = retrain(
         config.model_copy(
             update={"gate": config.gate.model_copy(update={"max_regression": 0.0, "min_f1": 0.99})}
         )
     )
+    # unchanged data and data config: validation and scrubbing came from the Prefect cache
+    assert _task_states(second.prefect_flow_run_id, ("validate", "scrub-pii")) == {"Cached"}
+    assert second.dataset_version == first.dataset_version
     assert second.metrics["champion"] is not None
     assert second.gate["champion_version"] == "1"
     assert second.gate["passed"] is False
     assert second.model["version"] == "2"
     assert second.model["aliases"] == ["challenger"]
     assert str(client.get_model_version_by_alias("tiny-loans", "champion").version) == "1"
+
+
+def _task_states(flow_run_id: str, names: tuple[str, ...]) -> set[str]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> set[str]:
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        return {
+            r.state.name for r in runs if r.name.split("-")[0] in {n.split("-")[0] for n in names}
+        }
+
+    return asyncio.run(read())
