@@ -69,3 +69,19 @@ def test_augmentation_keeps_labels_tags_provenance_and_is_seeded():
     ).all()
     assert out.equals(augment_frame(frame, s))
     assert len(augment_frame(frame, AugmentSettings(enabled=False))) == len(frame)
+
+
+def test_leakage_exact_duplicates_removed_and_near_duplicates_reported():
+    import pandas as pd
+
+    from tasks.split import near_duplicates, remove_exact_leakage
+
+    base = "the applicant has a stable income and a clean credit file with no missed payments"
+    train = pd.DataFrame(
+        {"text": [base + " ref 1", "Completely different words here about a car", "X  y"]}
+    )
+    held = pd.DataFrame({"text": [base + " ref 2", "nothing in common at all today", "x Y"]})
+    kept, removed = remove_exact_leakage(train, [held])
+    assert removed == 1 and "X  y" not in kept["text"].tolist()
+    pairs = near_duplicates(kept, held, threshold=0.7)
+    assert pairs == [(0, 0)]

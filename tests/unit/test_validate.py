@@ -69,16 +69,58 @@ def test_table_level_problems_stop_training(tmp_path):
     assert any("validate.min_rows=20" in p for p in report.problems)
 
 
-def test_duplicate_of_a_quarantined_row_keeps_the_valid_one(tmp_path):
-    rows = _rows() + [
-        {"text": "shared text", "label": "zzz"},
-        {"text": "shared text", "label": "a"},
-    ]
+def test_regexes_and_user_expectations_from_the_config(tmp_path):
+    rows = [dict(r, id=f"A-{i}") for i, r in enumerate(_rows())]
+    rows[3]["id"] = "bad-3"
+    rows[5]["text"] = "example number 5 has a forbidden #tag"
+    path = _write(tmp_path, rows)
+    settings = ValidateSettings.model_validate(
+        {
+            "min_rows": 10,
+            "regexes": {"id": r"^A-\d+$", "text": r"^[\w ]+$"},
+            "extra_expectations": [
+                {
+                    "type": "expect_column_values_to_not_match_regex",
+                    "kwargs": {"column": "id", "regex": "^A-7$"},
+                    "reason": "id 7 is blocked",
+                },
+                {"type": "expect_table_row_count_to_be_between", "kwargs": {"max_value": 10}},
+            ],
+        }
+    )
+    report = validate_records(
+        read_records(path), DataSettings(path=path, id_column="id", labels=["a", "b"]), settings
+    )
+    assert report.quarantined == {
+        4: "id does not match validate.regexes",
+        6: "text does not match validate.regexes",
+        8: "id 7 is blocked",
+    }
+    assert any("expect_table_row_count_to_be_between failed" in p for p in report.problems)
+    assert {e.expectation for e in report.failed_expectations} >= {
+        "expect_column_values_to_match_regex",
+        "expect_column_values_to_not_match_regex",
+    }
+
+
+def test_unknown_expectation_type_is_refused():
+    with pytest.raises(ValueError, match="unknown Great Expectations expectation type"):
+        ValidateSettings.model_validate({"extra_expectations": [{"type": "expect_magic"}]})
+
+
+def test_data_docs_are_written_without_any_row_text(tmp_path):
+    rows = _rows() + [{"text": "Secret Zanzibar-Quokka example", "label": "zzz"}]
+    rows.append(dict(rows[0]))  # a duplicate: its value must not reach the docs either
     path = _write(tmp_path, rows)
     report = validate_records(
         read_records(path),
         DataSettings(path=path, labels=["a", "b"]),
         ValidateSettings(min_rows=10),
+        docs_dir=tmp_path / "docs",
     )
-    assert report.quarantined == {31: "label not in the allowed set"}
-    assert 32 in report.accepted_lines
+    assert report.data_docs and report.data_docs.endswith("index.html")
+    written = "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "docs").rglob("*") if p.is_file()
+    )
+    assert "expect_column_values_to_be_in_set" in written or "be in set" in written.lower()
+    assert "Zanzibar" not in written and "example number 0" not in written

@@ -1,0 +1,59 @@
+"""`tunegate validate` and `tunegate scrub`: exit codes, one-line errors, summary, audit."""
+
+import json
+
+import pytest
+
+from flows.cli import main
+
+pytestmark = pytest.mark.unit
+
+
+def _rows(n=24):
+    return [
+        {"text": f"Loan request number {i} for Mr. Tobias Okonjo", "label": "ab"[i % 2]}
+        for i in range(n)
+    ]
+
+
+def test_validate_exit_codes_and_summary(tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    good.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(30)))
+    summary = tmp_path / "s.json"
+    sets = ["--set", "validate.min_rows=10", "--set", "validate.data_docs=false"]
+    code = main(
+        ["validate", str(good), *sets, "--summary-json", str(summary), "--out", str(tmp_path / "o")]
+    )
+    assert code == 0
+    data = json.loads(summary.read_text())
+    assert data["rows"] == {"in": 30, "accepted": 30, "quarantined": 0}
+    assert data["failed_expectations"] == []
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in _rows()) + "{broken\n" * 20)
+    code = main(
+        ["validate", str(bad), *sets, "--summary-json", str(summary), "--out", str(tmp_path / "o")]
+    )
+    assert code == 1
+    data = json.loads(summary.read_text())
+    assert data["rows"] == {"in": 44, "accepted": 24, "quarantined": 20}
+    assert "max_quarantine_fraction" in data["problems"][0]
+    quarantine = (tmp_path / "o" / "bad_quarantine.jsonl").read_text().splitlines()
+    assert len(quarantine) == 20 and json.loads(quarantine[0])["_reason"].startswith("malformed")
+
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    capsys.readouterr()
+    assert main(["validate", str(binary), *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "binary" in err and "Traceback" not in err
+
+
+def test_scrub_writes_the_output_and_prints_the_audit(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in _rows(3)))
+    out = tmp_path / "out.csv"
+    assert main(["scrub", str(source), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "text" in printed and "PERSON" in printed and "Okonjo" not in printed
+    assert "Okonjo" not in out.read_text() and "<PERSON_1>" in out.read_text()
