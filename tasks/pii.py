@@ -943,6 +943,7 @@ class Scrubber:
         # the windowed phone lookup goes last so it can skip what others already found
         self.recognizers = [c for c in chosen if c[0].name != "PhoneRecognizer"]
         self.phone = next((c for c in chosen if c[0].name == "PhoneRecognizer"), None)
+        self.compiled = {id(r): _compile_patterns(r) for r, _, _ in self.recognizers}
 
     def analyze(self, text: str, threshold: float | None = None) -> list:
         threshold = self.settings.score_threshold if threshold is None else threshold
@@ -951,7 +952,13 @@ class Scrubber:
         for recognizer, gate, entities in self.recognizers:
             if gate is not None and not gate(text, digits):
                 continue
-            for r in recognizer.analyze(text, entities, None) or []:
+            compiled = self.compiled[id(recognizer)]
+            found = (
+                _match_patterns(recognizer, compiled, text)
+                if compiled is not None
+                else recognizer.analyze(text, entities, None) or []
+            )
+            for r in found:
                 if r.score >= threshold and r.entity_type in entities:
                     results.append(r)
         if self.phone is not None and digits >= 7:
@@ -967,6 +974,51 @@ class Scrubber:
                         r.end += lo
                         results.append(r)
         return _resolve_overlaps(results)
+
+
+# Pattern recognizers whose matching `_match_patterns` reproduces without Presidio's per-match
+# explanation objects (ours, and Presidio's IP recognizer, which only adds `invalidate_result`).
+_PLAIN_PATTERN_RECOGNIZERS = {
+    "EmailPatternRecognizer",
+    "LuhnCardRecognizer",
+    "GroupedPhoneRecognizer",
+    "UsSsnAnyRecognizer",
+    "DateOfBirthRecognizer",
+    "StreetAddressRecognizer",
+    "AccountNumberRecognizer",
+    "LoanNumberRecognizer",
+    "MedicalRecordRecognizer",
+    "IpRecognizer",
+}
+
+
+def _compile_patterns(recognizer: object) -> list | None:
+    """The recognizer's patterns compiled once with its own flags, or None to call analyze."""
+    import regex
+
+    if recognizer.name not in _PLAIN_PATTERN_RECOGNIZERS:
+        return None
+    flags = recognizer.global_regex_flags
+    return [(regex.compile(p.regex, flags=flags), p.score) for p in recognizer.patterns]
+
+
+def _match_patterns(recognizer: object, compiled: list, text: str) -> list:
+    """Presidio's PatternRecognizer matching rules: validate -> 1.0 or drop, invalidate -> drop."""
+    from presidio_analyzer import RecognizerResult
+
+    entity = recognizer.supported_entities[0]
+    out = []
+    for pattern, score in compiled:
+        for m in pattern.finditer(text):
+            start, end = m.span()
+            if start == end:
+                continue
+            value = text[start:end]
+            valid = recognizer.validate_result(value)
+            if valid is False or recognizer.invalidate_result(value):
+                continue
+            out.append(RecognizerResult(entity, start, end, 1.0 if valid else score))
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -363,13 +363,13 @@ def _reason_for(
     }
     if (expectation, column) in fixed:
         return fixed[(expectation, column)]
-    if column and column.startswith("text_matches_regex"):
-        return "text does not match validate.regexes"
-    if column in settings.regexes:
-        return f"{column} does not match validate.regexes"
     for spec in settings.extra_expectations:
         if spec.type == expectation and spec.kwargs.get("column") == column and spec.reason:
             return spec.reason
+    if column and column.startswith("text_matches_regex"):
+        return "text does not match validate.regexes"
+    if column in settings.regexes and expectation == "expect_column_values_to_match_regex":
+        return f"{column} does not match validate.regexes"
     return f"{expectation} failed on {column}"
 
 
