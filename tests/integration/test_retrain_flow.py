@@ -178,7 +178,8 @@ def test_retrain_end_to_end_then_against_champion(
             ),
         ]
     )
-    assert "APP-PII-1" in everything  # the search does see the rows' ids...
+    # the search does see the planted rows, scrubbed...
+    assert "SSN: <SSN_1>. Email <EMAIL_1>. The credit file is excellent." in everything
     values = [v for _, raw in PLANTED for v in raw]
     assert [v for v in values if v in everything] == []  # ...but none of their PII
     assert (Path(first.run_dir) / "data_quarantine.jsonl").read_text().count("APP-PII-3") == 1
