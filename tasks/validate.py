@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import shutil
 import time
@@ -24,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.load import DataSettings, LoadedData, read_records
-
-log = logging.getLogger(__name__)
 
 
 class ExpectationSpec(BaseModel):
@@ -400,7 +397,12 @@ def validate_records(
     )
     outcomes: list[ExpectationOutcome] = []
     problems: list[str] = []
-    for res in results:
+    # Uniqueness last: of a group of duplicates, the first row that passed every other check is
+    # kept, so a valid row is never dropped as the "duplicate" of a row quarantined for its label.
+    unique_last = sorted(
+        results, key=lambda r: r.expectation_config.type == "expect_column_values_to_be_unique"
+    )
+    for res in unique_last:
         cfg = res.expectation_config
         column = cfg.kwargs.get("column")
         indices = res.result.get("unexpected_index_list")
@@ -414,8 +416,7 @@ def validate_records(
                 )
             continue
         if cfg.type == "expect_column_values_to_be_unique":
-            first = set(work.drop_duplicates(column, keep="first").index)
-            indices = [i for i in indices if i not in first]
+            indices = _later_duplicates(work, column, indices, quarantined)
         reason = _reason_for(cfg.type, column, data, settings)
         outcomes.append(
             ExpectationOutcome(
@@ -534,7 +535,7 @@ def validate_task(
 ) -> ValidationReport:
     """Validate `data.path` into `out_dir/<content key>/`; cached on file content + settings."""
     report = validate_file(data, settings, Path(out_dir) / validation_key(data, settings))
-    log.info(
+    get_run_logger().info(
         "validated %d rows: %d accepted, %d quarantined",
         report.rows_in,
         report.rows_accepted,
