@@ -102,6 +102,32 @@ NAMES = [
     ("Ximena", "Huamán"),
 ]
 
+# A second hand-written list, added after the detector was tuned on NAMES and first scored
+# unseen: 209/220 (0.95) in NAME_TEMPLATES; every miss was "Phạm" (Vietnamese letters outside
+# the detector's Latin ranges, fixed since by adding Latin Extended Additional).
+HOLDOUT_NAMES = [
+    ("Nkechi", "Onyekachi"),
+    ("Tomasz", "Wróblewski"),
+    ("Anh", "Phạm"),
+    ("Rashida", "Al-Hakim"),
+    ("Søren", "Kierkegaard-Lund"),
+    ("Mariam", "Tshabalala"),
+    ("Hiroshi", "Nakamura"),
+    ("Chloé", "Beaumont-Rey"),
+    ("Ekaterina", "Smirnova"),
+    ("Juan Carlos", "de la Fuente"),
+    ("Ngaio", "Te Rangi"),
+    ("Dong-hyun", "Lee"),
+    ("Aylin", "Kaya"),
+    ("Fionnuala", "Mac Giolla"),
+    ("Ramón", "Iñiguez"),
+    ("Sunita", "Bhattacharya"),
+    ("Kofi", "Boateng"),
+    ("Ilse", "Van den Broeck"),
+    ("Ahmet", "Çelik"),
+    ("Lea", "Kühn"),
+]
+
 TITLES = ["Mr.", "Ms.", "Mrs.", "Dr.", "Prof.", "Mx.", "Dr"]
 
 # Sentences with no PII, in the style of the records: they must come out unchanged.
@@ -366,6 +392,28 @@ def build(seed: int = 11, n_records: int = 260) -> list[Record]:
     for sentence in ORDINARY:
         records.append(Record(sentence, []))
     return records
+
+
+def name_records(names: list[tuple[str, str]]) -> list[Record]:
+    """Every name in every name template, with its gold span."""
+    out = []
+    for first, last in names:
+        for template in NAME_TEMPLATES:
+            text = (
+                template.replace("{t}", "Ms.")
+                .replace("{n}", f"{first} {last}")
+                .replace("{first}", first)
+                .replace("{last}", last)
+            )
+            if "{last}, {first}" in template:
+                name = f"{last}, {first}"
+            elif "{t} {last}" in template:
+                name = last
+            else:
+                name = f"{first} {last}"
+            start = text.index(name)
+            out.append(Record(text, [("PERSON", start, start + len(name))]))
+    return out
 
 
 def _split(template: str) -> list[str]:
