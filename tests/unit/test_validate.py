@@ -124,3 +124,18 @@ def test_data_docs_are_written_without_any_row_text(tmp_path):
     )
     assert "expect_column_values_to_be_in_set" in written or "be in set" in written.lower()
     assert "Zanzibar" not in written and "example number 0" not in written
+
+
+def test_duplicate_of_a_quarantined_row_keeps_the_valid_one(tmp_path):
+    rows = _rows() + [
+        {"text": "shared text", "label": "zzz"},
+        {"text": "shared text", "label": "a"},
+    ]
+    path = _write(tmp_path, rows)
+    report = validate_records(
+        read_records(path),
+        DataSettings(path=path, labels=["a", "b"]),
+        ValidateSettings(min_rows=10),
+    )
+    assert report.quarantined == {31: "label not in the allowed set"}
+    assert 32 in report.accepted_lines
