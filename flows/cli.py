@@ -93,6 +93,11 @@ def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
                     if "latency_p95_s" in values
                     else ""
                 )
+                + (
+                    f"  robust macro-F1 {values['robust_f1_macro']:.4f}"
+                    if "robust_f1_macro" in values
+                    else ""
+                )
             )
     if summary.gate.get("champion_version"):
         lines.append(f"compared against  champion v{summary.gate['champion_version']}")

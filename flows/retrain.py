@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from flows.config import RetrainConfig
 from tasks.adversarial import adversarial_task, champion_model_dir, robust_metrics
-from tasks.augment import augment_task
+from tasks.augment import AugmentResult, augment_task
 from tasks.evaluate import (
     EvalResult,
     baseline_task,
@@ -298,7 +298,7 @@ def _run_stages(
     return summary
 
 
-def _log_augmentation(tracker: Tracker, augmented) -> None:  # noqa: ANN001 - AugmentResult
+def _log_augmentation(tracker: Tracker, augmented: AugmentResult) -> None:
     """Counts per strategy as metrics; the original -> augmented sample table in both UIs."""
     import pandas as pd
 
@@ -370,7 +370,7 @@ def _prefect_artifacts(
     champion: EvalResult | None,
 ) -> None:
     rows = []
-    for key in ("f1_macro", "accuracy", "f1_weighted", "latency_p95_s"):
+    for key in ("f1_macro", "accuracy", "f1_weighted", "latency_p95_s", "robust_f1_macro"):
         rows.append(
             {
                 "metric": key,
