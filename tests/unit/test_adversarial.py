@@ -22,17 +22,40 @@ LABELS = ["low_risk", "medium_risk", "high_risk", "decline"]
 
 
 @pytest.fixture(scope="module")
-def tiny_predictor(tiny_model_dir):
-    return HeadPredictor(str(tiny_model_dir), LABELS, max_length=64, seed=0)
+def tiny_predictor(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT's tokenizer with weights from a fixed seed, so the search is repeatable."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("seeded-tiny-bert")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    config = BertConfig.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    predictor = HeadPredictor(str(path), LABELS, max_length=64, seed=0)
+    # a random head puts every text in one class; centre its logits on the demo texts so the
+    # classes split and some texts sit near a decision boundary, as in a half-trained model
+    texts = _rows(60)["text"].tolist()
+    batch = predictor.tokenizer(
+        texts, padding=True, truncation=True, max_length=64, return_tensors="pt"
+    )
+    with torch.no_grad():
+        logits = predictor.model(**batch).logits
+        predictor.model.classifier.bias -= logits.median(0).values
+    return predictor
 
 
-def _rows(n: int) -> pd.DataFrame:
+def _rows(n: int, predictor: HeadPredictor | None = None) -> pd.DataFrame:
+    """Demo narratives. A random model is right by chance only, and only right answers can be
+    flipped: with `predictor`, its own predictions stand in as the true labels."""
     from flows.demo_data import generate
 
     rows = [r for r in generate(n=n + 10, seed=5, defect_rate=0) if r["narrative"]][:n]
-    return pd.DataFrame(
-        {"text": [r["narrative"] for r in rows], "label": [r["risk_label"] for r in rows]}
-    )
+    texts = [r["narrative"] for r in rows]
+    labels = [r["risk_label"] for r in rows]
+    if predictor is not None:
+        labels = [LABELS[i] for i in predictor.predict_proba(texts).argmax(-1)]
+    return pd.DataFrame({"text": texts, "label": labels})
 
 
 def test_perturbations_change_the_text_and_keep_placeholders():
@@ -48,7 +71,7 @@ def test_perturbations_change_the_text_and_keep_placeholders():
 
 
 def test_greedy_search_flips_a_tiny_model_and_keeps_true_labels(tiny_predictor):
-    frame = _rows(40)
+    frame = _rows(40, tiny_predictor)
     settings = AdversarialSettings(candidates_per_step=12, max_steps=4, seed=1)
     attacked = greedy_attack(frame.text.tolist(), frame.label.tolist(), tiny_predictor, settings)
     assert len(attacked) == len(frame)
@@ -67,25 +90,25 @@ def test_greedy_search_flips_a_tiny_model_and_keeps_true_labels(tiny_predictor):
 
 
 def test_build_adversarial_adds_flips_to_training_and_writes_the_robust_slice(
-    tmp_path, tiny_predictor, tiny_model_dir
+    tmp_path, tiny_predictor
 ):
-    frame = _rows(50)
-    train = frame.iloc[:35].assign(source="original")
+    frame = _rows(40, tiny_predictor)
+    train = frame.assign(source="original")
     train = pd.concat(
         [train, train.head(3).assign(text=lambda f: f.text + " Also", source="word_edit")]
     )
     train_path, test_path = tmp_path / "train.parquet", tmp_path / "test.parquet"
     train.to_parquet(train_path, index=False)
-    frame.iloc[35:].to_parquet(test_path, index=False)
+    frame.iloc[25:].to_parquet(test_path, index=False)
     digest = hashlib.sha256(test_path.read_bytes()).hexdigest()
     result = build_adversarial(
         train_path,
         test_path,
         tiny_predictor,
         "base model with head",
-        AdversarialSettings(seed=2),
+        # the same search as the test above, which flips at least one of these rows
+        AdversarialSettings(candidates_per_step=12, max_steps=4, seed=1),
         tmp_path / "adv",
-        str(tiny_model_dir),
     )
     assert hashlib.sha256(test_path.read_bytes()).hexdigest() == digest
     combined = pd.read_parquet(result.train_path)
@@ -97,7 +120,7 @@ def test_build_adversarial_adds_flips_to_training_and_writes_the_robust_slice(
     originals = dict(zip(frame.text, frame.label, strict=True))
     assert set(added.label) <= set(LABELS)
     robust = pd.read_parquet(result.robust_test_path)
-    assert len(robust) == 15 and robust.label.tolist() == frame.iloc[35:].label.tolist()
+    assert len(robust) == 15 and robust.label.tolist() == frame.iloc[25:].label.tolist()
     assert all(originals[o] == lbl for o, lbl in zip(robust.original, robust.label, strict=True))
     metrics = robust_metrics(
         lambda texts: [LABELS[i] for i in tiny_predictor.predict_proba(texts).argmax(-1)],
