@@ -1,6 +1,7 @@
 """The `tunegate` command line.
 
     tunegate run --config FILE [--set key=value ...] [--summary-json PATH]
+    tunegate augment IN OUT [--config FILE] [--set key=value ...] [--held-out FILE ...]
     tunegate demo-data [--out PATH] [--rows N] [--seed S]
     tunegate validate DATA [--config FILE] [--set key=value ...] [--summary-json PATH] [--out DIR]
     tunegate scrub IN OUT [--config FILE]
@@ -92,6 +93,11 @@ def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
                 + (
                     f"  p95 {values['latency_p95_s'] * 1000:.0f} ms"
                     if "latency_p95_s" in values
+                    else ""
+                )
+                + (
+                    f"  robust macro-F1 {values['robust_f1_macro']:.4f}"
+                    if "robust_f1_macro" in values
                     else ""
                 )
             )
@@ -231,6 +237,91 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_table(path: Path):  # noqa: ANN202 - a DataFrame
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValueError(f"{path}: unsupported file type '{suffix}'; use .parquet, .jsonl or .csv")
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    """Augment one training file alone, with the `augment` (and `model`) sections of a config."""
+    import tempfile
+
+    import yaml
+    from pydantic import ValidationError
+
+    from flows.config import ConfigError, apply_overrides
+    from tasks.augment import AugmentError, AugmentSettings, augment_file
+    from tasks.train import ModelSettings
+
+    raw: dict = {}
+    try:
+        if args.config is not None:
+            if not args.config.is_file():
+                return _fail(f"config error: --config: file not found: {args.config}", 2)
+            raw = yaml.safe_load(args.config.read_text()) or {}
+        raw = apply_overrides(raw, args.set)
+        settings = AugmentSettings.model_validate(raw.get("augment") or {})
+        model = ModelSettings.model_validate(raw.get("model") or {})
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", 2)
+    except (yaml.YAMLError, ValidationError) as exc:
+        first = str(exc).splitlines()
+        return _fail(f"config error: augment/model: {' '.join(first[:3])}", 2)
+    data = raw.get("data") or {}
+    text_col, label_col = data.get("text_column", "text"), data.get("label_column", "label")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, path in enumerate([args.input, *args.held_out]):
+            try:
+                frame = _read_table(path)
+            except (OSError, ValueError) as exc:
+                return _fail(f"data error: {str(exc).splitlines()[0]}", 2)
+            frame = frame.rename(columns={text_col: "text", label_col: "label"})
+            missing = (
+                {"text", "label"} - set(frame.columns) if i == 0 else {"text"} - set(frame.columns)
+            )
+            if missing:
+                return _fail(
+                    f"data error: {path}: no column {sorted(missing)}; set data.text_column / "
+                    "data.label_column in --config",
+                    2,
+                )
+            frame = frame.dropna(subset=["text"]).assign(text=lambda f: f["text"].astype(str))
+            paths.append(Path(tmp) / f"{i}.parquet")
+            frame.to_parquet(paths[-1], index=False)
+        out = Path(args.output)
+        target = out if out.suffix.lower() == ".parquet" else Path(tmp) / "out.parquet"
+        try:
+            result = augment_file(paths[0], settings, target, paths[1:], model.base_model)
+        except AugmentError as exc:
+            return _fail(f"config error: {exc}", 2)
+        if target != out:
+            import pandas as pd
+
+            augmented = pd.read_parquet(target)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.suffix.lower() == ".csv":
+                augmented.to_csv(out, index=False)
+            else:
+                augmented.to_json(out, orient="records", lines=True, force_ascii=False)
+    print(
+        f"wrote {result.rows_original + result.rows_added} rows to {out}: {result.rows_original} "
+        f"original + {result.rows_added} augmented "
+        + json.dumps(result.per_strategy)
+        + f"; {result.near_duplicates_removed} near-duplicates of held-out texts dropped"
+        + (f"; skipped {result.skipped_strategies}" if result.skipped_strategies else "")
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunegate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
     scrub.add_argument("out", type=Path, help="output file; its suffix picks the format")
     scrub.add_argument("--config", type=Path, help="YAML config file (its pii section)")
     scrub.set_defaults(func=cmd_scrub)
+
+    aug = sub.add_parser("augment", help="augment a training file (the augment stage alone)")
+    aug.add_argument("input", type=Path, metavar="IN", help="training rows: .parquet/.jsonl/.csv")
+    aug.add_argument("output", type=Path, metavar="OUT", help="augmented rows, with `source`")
+    aug.add_argument("--config", type=Path, help="YAML config (its augment/model/data sections)")
+    aug.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    aug.add_argument(
+        "--held-out",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="val/test rows: augmented near-duplicates of these are dropped (repeatable)",
+    )
+    aug.set_defaults(func=cmd_augment)
 
     demo = sub.add_parser("demo-data", help="write the synthetic loan-application data set")
     demo.add_argument("--out", default="data/loan_applications.jsonl")

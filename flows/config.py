@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.adversarial import AdversarialSettings
 from tasks.augment import AugmentSettings
 from tasks.evaluate import EvaluateSettings
 from tasks.gate import GateSettings
@@ -35,6 +36,7 @@ class RetrainConfig(BaseModel):
     pii: PIISettings = Field(default_factory=PIISettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    adversarial: AdversarialSettings = Field(default_factory=AdversarialSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)

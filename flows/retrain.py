@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from flows.config import RetrainConfig
 from flows.train_remote import train_on_pool
-from tasks.augment import augment_task
+from tasks.adversarial import adversarial_task, champion_model_dir, robust_metrics
+from tasks.augment import AugmentResult, augment_task
 from tasks.evaluate import (
     EvalResult,
     baseline_task,
@@ -149,8 +150,42 @@ def _run_stages(
         "data/leakage_report.json",
     )
 
-    # 4. augment the training split only.
-    augmented = augment_task(splits.train_path, config.augment, run_dir)
+    # 4. augment the training split only; near-duplicates of val/test texts are dropped.
+    augmented = augment_task(
+        splits.train_path,
+        config.augment,
+        run_dir,
+        [splits.val_path, splits.test_path],
+        config.model.base_model,
+    )
+    _log_augmentation(tracker, augmented)
+
+    # 4b. adversarial examples against the champion (else the base model with its head): flips
+    # join the training split; the test split's hardest perturbations form the robustness slice.
+    train_path, robust_path = augmented.train_path, None
+    if config.adversarial.enabled:
+        adversarial = adversarial_task(
+            augmented.train_path,
+            splits.test_path,
+            champion_model_dir(
+                config.mlflow.tracking_uri, config.mlflow.registered_model, run_dir / "champion"
+            ),
+            config.model.base_model,
+            labels,
+            config.model.max_length,
+            config.adversarial,
+            run_dir / "adversarial",
+        )
+        train_path, robust_path = adversarial.train_path, adversarial.robust_test_path
+        tracker.log_metrics(
+            {
+                "adversarial/train_flipped": adversarial.train_flipped,
+                "adversarial/train_attacked": adversarial.train_attacked,
+                "adversarial/test_flipped": adversarial.test_flipped,
+                "adversarial/attack_success_rate": adversarial.attack_success_rate,
+            }
+        )
+        tracker.set_tags({"tunegate.adversarial_reference": adversarial.reference})
     rows = {
         "in": rows_in,
         "accepted": rows_in - quarantined,
@@ -158,6 +193,7 @@ def _run_stages(
         "scrubbed_records_with_pii": scrubbed.audit["records_with_pii"],
         **splits.sizes,
         "augmented": augmented.rows_added,
+        "adversarial": adversarial.train_flipped if config.adversarial.enabled else 0,
         "leakage_removed": splits.leakage_removed,
     }
     tracker.log_metrics({f"rows_{k}": v for k, v in rows.items()})
@@ -178,7 +214,7 @@ def _run_stages(
     # 6. train: here, or as its own deployment on `train.work_pool` (see flows/train_remote.py).
     if config.train.work_pool:
         trained = train_on_pool(
-            augmented.train_path,
+            train_path,
             splits.val_path,
             labels,
             config.model,
@@ -193,7 +229,7 @@ def _run_stages(
         )
     else:
         trained = train_task(
-            augmented.train_path,
+            train_path,
             splits.val_path,
             labels,
             config.model,
@@ -219,6 +255,21 @@ def _run_stages(
             splits.test_path,
             labels,
         )
+    if robust_path is not None:
+        # the robustness slice, beside the clean metrics, for the gate and the summary
+        from tasks.serving import TextClassifier
+
+        candidate.metrics.update(
+            robust_metrics(TextClassifier(trained.model_dir).predict, robust_path, labels)
+        )
+        if champion is not None:
+            champion.metrics.update(
+                robust_metrics(
+                    lambda texts: champion_model.predict(_frame(texts))["label"].tolist(),
+                    robust_path,
+                    labels,
+                )
+            )
     for name, result in (("candidate", candidate), ("baseline", baseline), ("champion", champion)):
         if result is not None:
             tracker.log_metrics({f"test/{name}/{k}": v for k, v in result.metrics.items()})
@@ -339,6 +390,30 @@ def _log_data_stage(
         )
 
 
+def _log_augmentation(tracker: Tracker, augmented: AugmentResult) -> None:
+    """Counts per strategy as metrics; the original -> augmented sample table in both UIs."""
+    import pandas as pd
+
+    tracker.log_metrics(
+        {
+            **{f"augment/{k}": v for k, v in augmented.per_strategy.items()},
+            "augment/near_duplicates_removed": augmented.near_duplicates_removed,
+        }
+    )
+    if augmented.sample_path is None:
+        return
+    samples = pd.read_json(augmented.sample_path, orient="records")
+    if samples.empty:
+        return
+    tracker.log_artifact(augmented.sample_path, "augmentation")
+    create_table_artifact(
+        samples.to_dict(orient="records"),
+        key="augmentation-samples",
+        description="Augmentation: original -> augmented, a few per strategy "
+        + json.dumps(augmented.per_strategy),
+    )
+
+
 def _frame(texts: list[str]):  # noqa: ANN202
     import pandas as pd
 
@@ -387,7 +462,7 @@ def _prefect_artifacts(
     champion: EvalResult | None,
 ) -> None:
     rows = []
-    for key in ("f1_macro", "accuracy", "f1_weighted", "latency_p95_s"):
+    for key in ("f1_macro", "accuracy", "f1_weighted", "latency_p95_s", "robust_f1_macro"):
         rows.append(
             {
                 "metric": key,

@@ -1,7 +1,14 @@
 import pandas as pd
 import pytest
 
-from tasks.augment import AugmentSettings, augment_frame, char_noise, number_swap
+from tasks.augment import (
+    AugmentSettings,
+    CharNoiseSettings,
+    EntitySwapSettings,
+    augment_frame,
+    char_noise,
+    entity_swap,
+)
 from tasks.split import SplitSettings, dataset_version, split_frame
 
 pytestmark = pytest.mark.unit
@@ -48,27 +55,27 @@ def test_strategies_change_text_and_keep_placeholders(rng):
     text = (
         "Notes on <PERSON_1>: $12,500 for solar panels. Existing debt is heavy relative to income."
     )
-    noisy = char_noise(text, rng, 0.3)
+    noisy = char_noise(text, rng, CharNoiseSettings(rate=0.3))
     assert noisy != text and "<PERSON_1>" in noisy
-    swapped = number_swap(text, rng)
+    swapped = entity_swap(text, rng, EntitySwapSettings())
     assert swapped != text and "$12,500" not in swapped and "<PERSON_1>" in swapped
 
 
 def test_augmentation_keeps_labels_tags_provenance_and_is_seeded():
     frame = _frame(40)
-    s = AugmentSettings(ratio=1.0, seed=5)
-    out = augment_frame(frame, s)
+    s = AugmentSettings(ratio=1.0, seed=5, strategies=["char_noise", "entity_swap"])
+    out, _ = augment_frame(frame, s)
     added = out[out.source != "original"]
     assert len(added) > 20
-    assert set(added.source) <= {"char_noise", "number_swap"}
+    assert set(added.source) <= {"char_noise", "entity_swap"}
     originals = dict(zip(frame.text, frame.label, strict=True))
     # every augmented row keeps the label of a source row it was made from
     assert all(lbl in "abcd" for lbl in added.label)
     assert (
         out[out.source == "original"].text.map(originals) == out[out.source == "original"].label
     ).all()
-    assert out.equals(augment_frame(frame, s))
-    assert len(augment_frame(frame, AugmentSettings(enabled=False))) == len(frame)
+    assert out.equals(augment_frame(frame, s)[0])
+    assert len(augment_frame(frame, AugmentSettings(enabled=False))[0]) == len(frame)
 
 
 def test_leakage_exact_duplicates_removed_and_near_duplicates_reported():
