@@ -1,0 +1,66 @@
+"""The Prefect UI of the running server, driven by Playwright with Debian's Chromium (headless):
+a custom run of the manual retrain deployment with a changed setting, run to completion.
+The screenshot of the filled form is kept under `.tunegate/test-artifacts/`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.service.servers import REPO, Stack, wait_for
+
+pytestmark = pytest.mark.service
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO / ".tunegate" / "test-artifacts"
+
+
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="apt-get install -y chromium")
+def test_custom_run_from_the_prefect_ui_with_a_changed_setting(stack: Stack):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    deployment_id = stack.deployment_id("retrain-manual")
+    before = {r["id"] for r in stack.flow_runs("retrain-manual")}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(f"{stack.prefect_ui}/deployments/deployment/{deployment_id}/run")
+            # the typed config renders as a form: a nested section per stage, a field per setting
+            epochs = page.get_by_label("Epochs", exact=True)
+            epochs.first.wait_for(timeout=120_000)
+            epochs.first.fill("2")
+            page.get_by_label("Batch Size", exact=True).first.fill("8")
+            page.screenshot(path=str(ARTIFACTS / "prefect-custom-run-form.png"), full_page=True)
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_url("**/runs/flow-run/**", timeout=60_000)
+            run_id = page.url.rstrip("/").split("/")[-1]
+        finally:
+            browser.close()
+
+    assert run_id not in before
+    run = wait_for(
+        lambda: (
+            (r := stack.prefect("GET", f"/flow_runs/{run_id}"))["state_type"]
+            in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+            and r
+        ),
+        420,
+        "the custom run did not finish",
+        every=2,
+    )
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert run["parameters"]["config"]["train"]["epochs"] == 2
+    assert run["parameters"]["config"]["train"]["batch_size"] == 8
+    assert Path(ARTIFACTS / "prefect-custom-run-form.png").stat().st_size > 10_000
