@@ -77,14 +77,14 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None
     raise SystemExit(f"{url} not healthy after {timeout}s")
 
 
-def bodies(n: int) -> list[bytes]:
+def bodies(n: int, tag: str = "load") -> list[bytes]:
     labels = ["low_risk", "medium_risk", "high_risk", "decline"]
     out = []
     for i in range(n):
         rows = [
             {
-                "application_id": f"load-{i}-{j}",
-                "narrative": f"Benchmark feedback {i}-{j}: stable income, some card debt.",
+                "application_id": f"{tag}-{i}-{j}",
+                "narrative": f"Benchmark feedback {tag} {i}-{j}: stable income, some card debt.",
                 "risk_label": labels[(i + j) % 4],
             }
             for j in range(5)
@@ -116,6 +116,12 @@ def load(url: str, payloads: list[bytes], clients: int) -> tuple[float, list[flo
         results = [r for chunk in pool.map(client, chunks) for r in chunk]
     elapsed = time.perf_counter() - started
     return elapsed, [lat for lat, _ in results], [resp for _, resp in results]
+
+
+def batch_id(body: bytes) -> str:
+    """The id the receiver must give this body: its canonical content hash."""
+    records = [json.loads(line) for line in body.splitlines()]
+    return hashlib.sha256(canonical_jsonl(records)).hexdigest()[:32]
 
 
 def p95(values: list[float]) -> float:
@@ -186,6 +192,7 @@ def main() -> None:
         )
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", bare)
+            load(f"http://127.0.0.1:{port}/feedback", payloads[:40], args.clients)  # warm-up
             ref_s, ref_lat, ref_resp = load(
                 f"http://127.0.0.1:{port}/feedback", payloads, args.clients
             )
@@ -219,6 +226,8 @@ def main() -> None:
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", hook)
             url = f"http://127.0.0.1:{port}/feedback"
+            warm = bodies(40, "warm-up")
+            load(url, warm, args.clients)
             took_s, latencies, responses = load(url, payloads, args.clients)
             _, _, replays = load(url, payloads[:50], args.clients)  # new delivery ids
         finally:
@@ -228,11 +237,12 @@ def main() -> None:
         accepted = [r.json() for r in responses if r.status_code == 202]
         files = sorted((store / "batches").iterdir())
         names = [f.name for f in files]
-        expected = {hashlib.sha256(canonical_jsonl([json.loads(x) for x in b.splitlines()])).hexdigest()[:32] for b in payloads}  # fmt: skip
+        expected_all = {batch_id(b) for b in payloads + warm}
+        expected = {batch_id(b) for b in payloads}
         on_disk_once = (
-            len(names) == len(set(names)) == len(accepted)
-            and {n.removesuffix(".jsonl") for n in names} == {a["batch_id"] for a in accepted}
-            and {n.removesuffix(".jsonl") for n in names} == expected
+            len(names) == len(set(names)) == len(accepted) + len(warm)
+            and {a["batch_id"] for a in accepted} == expected
+            and {n.removesuffix(".jsonl") for n in names} == expected_all
             and all(".tmp-" not in n for n in names)
         )
         replay_statuses = sorted({r.status_code for r in replays})
@@ -249,7 +259,10 @@ def main() -> None:
         f"reference (bare uvicorn endpoint): {ref_rps:.1f} req/s, p95 {p95(ref_lat) * 1000:.1f} ms"
     )
     print(f"ratio webhook/reference: {rps / ref_rps:.2f}x throughput")
-    print(f"batches on disk: {len(files)}; every accepted batch exactly once: {on_disk_once}")
+    print(
+        f"batches on disk: {len(files)} ({len(accepted)} measured + {len(warm)} warm-up); "
+        f"every accepted batch exactly once: {on_disk_once}"
+    )
     print(
         f"50 replays under new delivery ids: statuses {replay_statuses}, files still {len(files)}"
     )

@@ -145,8 +145,8 @@ def parse_records(body: bytes, data: DataSettings) -> list[dict]:
     stripped = body.lstrip()
     if not stripped:
         raise RecordsRefused(["body: empty"])
-    items: list[tuple[str, object]] = []
-    problems: list[str] = []
+    items: list[tuple[int, str, object]] = []
+    problems: list[tuple[int, str]] = []
     parsed = None
     if stripped[:1] in (b"[", b"{"):
         try:
@@ -156,25 +156,25 @@ def parse_records(body: bytes, data: DataSettings) -> list[dict]:
     if isinstance(parsed, dict) and isinstance(parsed.get("records"), list):
         parsed = parsed["records"]
     if isinstance(parsed, list):
-        items = [(f"record {i}", value) for i, value in enumerate(parsed, start=1)]
+        items = [(i, f"record {i}", value) for i, value in enumerate(parsed, start=1)]
     else:
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                items.append((f"line {number}", json.loads(line)))
+                items.append((number, f"line {number}", json.loads(line)))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-                problems.append(f"line {number}: malformed JSON ({reason})")
+                problems.append((number, f"line {number}: malformed JSON ({reason})"))
     records = []
-    for where, value in items:
+    for number, where, value in items:
         problem = _record_problem(value, data)
         if problem:
-            problems.append(f"{where}: {problem}")
+            problems.append((number, f"{where}: {problem}"))
         else:
             records.append(value)
     if problems:
-        raise RecordsRefused(problems)
+        raise RecordsRefused([text for _, text in sorted(problems)])
     if not records:
         raise RecordsRefused(["body: no records"])
     return records

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,6 @@ from tests.service.servers import (
     Services,
     Stack,
     free_port,
-    wait_for,
 )
 
 
@@ -57,7 +55,8 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
     bin_dir = Path(sys.executable).parent
     services = Services(root, env)
     try:
-        services.start(
+        mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
+        prefect = services.start(
             "prefect-server",
             [
                 str(bin_dir / "prefect"),
@@ -67,12 +66,10 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
                 "127.0.0.1",
                 "--port",
                 str(prefect_port),
-            ],  # fmt: skip
+            ],
             prefect_port,
-            f"{prefect_api}/health",
         )
-        mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
-        services.start(
+        mlflow = services.start(
             "mlflow-server",
             [
                 str(bin_dir / "mlflow"),
@@ -87,9 +84,8 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
                 str(root / "mlflow-artifacts"),
                 "--workers",
                 "1",
-            ],  # fmt: skip
+            ],
             mlflow_port,
-            f"{mlflow_uri}/health",
         )
         data = root / "loans.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in generate(n=160, seed=5)))
@@ -120,7 +116,13 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
         config_path = root / "tunegate.yaml"
         config_path.write_text(yaml.safe_dump(config))
         cli = [sys.executable, "-m", "flows.cli"]
-        serve = services.start("serve", [*cli, "serve", "--config", str(config_path)], None, None)
+        services.wait_healthy(prefect, f"{prefect_api}/health")
+        serve = services.start("serve", [*cli, "serve", "--config", str(config_path)])
+        webhook = services.start(
+            "webhook",
+            [*cli, "webhook", "--config", str(config_path), "--port", str(webhook_port)],
+            webhook_port,
+        )
         stack = Stack(
             root=root,
             prefect_api=prefect_api,
@@ -142,15 +144,9 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
             except httpx.HTTPError:
                 return False
 
-        started = time.time()
-        wait_for(deployed, 300, "tunegate serve did not register the deployments", serve)
-        print(f"[service] deployments served after {time.time() - started:.1f}s", flush=True)
-        services.start(
-            "webhook",
-            [*cli, "webhook", "--config", str(config_path), "--port", str(webhook_port)],
-            webhook_port,
-            f"http://127.0.0.1:{webhook_port}/health",
-        )
+        services.wait_healthy(mlflow, f"{mlflow_uri}/health")
+        services.wait_healthy(serve, deployed)
+        services.wait_healthy(webhook, f"http://127.0.0.1:{webhook_port}/health")
         yield stack
     finally:
         services.stop_all()

@@ -64,3 +64,43 @@ def test_custom_run_from_the_prefect_ui_with_a_changed_setting(stack: Stack):
     assert run["parameters"]["config"]["train"]["epochs"] == 2
     assert run["parameters"]["config"]["train"]["batch_size"] == 8
     assert Path(ARTIFACTS / "prefect-custom-run-form.png").stat().st_size > 10_000
+
+
+def test_deploy_registers_the_deployments_on_a_process_work_pool(stack: Stack, tmp_path):
+    """`tunegate deploy` (the worker path): pool created, deployments bound to it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:  # other names: the served ones stay as they are
+        deployment["name"] += "-pooled"
+    prefect_file = tmp_path / "prefect.yaml"
+    prefect_file.write_text(yaml.safe_dump(spec))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "deploy",
+            "--config",
+            str(stack.config_path),
+            "--prefect-file",
+            str(prefect_file),
+        ],  # fmt: skip
+        cwd=REPO,
+        env=stack.services.env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "prefect worker start --pool tunegate-process" in done.stdout
+    pool = stack.prefect("GET", "/work_pools/tunegate-process")
+    assert pool["type"] == "process"
+    for name in ("retrain-scheduled", "retrain-manual", "retrain-on-feedback"):
+        deployment = stack.prefect("GET", f"/deployments/name/retrain/{name}-pooled")
+        assert deployment["work_pool_name"] == "tunegate-process"
+        assert deployment["concurrency_limit"] == 1
+        assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
