@@ -25,6 +25,15 @@ FLAGS = [
 ARTIFACTS = REPO / ".tunegate" / "test-artifacts"
 
 
+def _field(page, label: str):  # noqa: ANN001, ANN202 - playwright Page -> Locator
+    """The input of the schema-form property labelled `label` (the first one in the form)."""
+    prop = 'contains(concat(" ", normalize-space(@class), " "), " schema-form-property ")'
+    return page.locator(
+        f'xpath=//span[contains(@class, "schema-form-property__label") and normalize-space()="{label}"]'
+        f"/ancestor::div[{prop}][1]//input"
+    ).first
+
+
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="apt-get install -y chromium")
 def test_custom_run_from_the_prefect_ui_with_a_changed_setting(stack: Stack):
     from playwright.sync_api import sync_playwright
@@ -37,19 +46,25 @@ def test_custom_run_from_the_prefect_ui_with_a_changed_setting(stack: Stack):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(f"{stack.prefect_ui}/deployments/deployment/{deployment_id}/run")
-            # the typed config renders as a form: a nested section per stage, a field per setting
-            epochs = page.get_by_label("Epochs", exact=True)
-            epochs.first.wait_for(timeout=120_000)
-            epochs.first.fill("2")
-            page.get_by_label("Batch Size", exact=True).first.fill("8")
+            # the typed config renders as a form: a section per stage, a field per setting with
+            # its description and default; the first "Batch Size" is the train section's
+            epochs = _field(page, "Epochs (Optional)")
+            epochs.wait_for(timeout=180_000)
+            epochs.fill("2")
+            _field(page, "Batch Size (Optional)").fill("8")
             page.screenshot(path=str(ARTIFACTS / "prefect-custom-run-form.png"), full_page=True)
             page.get_by_role("button", name="Submit").click()
-            page.wait_for_url("**/runs/flow-run/**", timeout=60_000)
-            run_id = page.url.rstrip("/").split("/")[-1]
+            page.wait_for_url(lambda url: not url.rstrip("/").endswith("/run"), timeout=60_000)
         finally:
             browser.close()
 
-    assert run_id not in before
+    created = wait_for(
+        lambda: [r for r in stack.flow_runs("retrain-manual") if r["id"] not in before],
+        60,
+        "the UI did not create a run",
+    )
+    assert len(created) == 1
+    run_id = created[0]["id"]
     run = wait_for(
         lambda: (
             (r := stack.prefect("GET", f"/flow_runs/{run_id}"))["state_type"]
