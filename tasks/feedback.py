@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import math
 import os
 import posixpath
@@ -30,13 +29,11 @@ import uuid
 from pathlib import Path
 
 import fsspec
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.load import DataSettings, read_records
 from tasks.validate import normalise_text
-
-log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Tunegate-Signature"
 DELIVERY_HEADER = "X-Tunegate-Delivery"
@@ -439,7 +436,7 @@ def merge_feedback_task(
     if merge.merged_path is None and temp_folder is not None:
         shutil.rmtree(temp_folder, ignore_errors=True)
         temp_folder = None
-    log.info(
+    get_run_logger().info(
         "feedback: %d batches (%d new), %d rows, %d duplicates dropped, %d relabelled",
         len(merge.batches),
         len(merge.new_batches),
