@@ -54,15 +54,18 @@ def test_custom_run_from_the_prefect_ui_with_a_changed_setting(stack: Stack):
             _field(page, "Batch Size (Optional)").fill("8")
             page.screenshot(path=str(ARTIFACTS / "prefect-custom-run-form.png"), full_page=True)
             page.get_by_role("button", name="Submit").click()
-            page.wait_for_url(lambda url: not url.rstrip("/").endswith("/run"), timeout=60_000)
+            try:
+                created = wait_for(
+                    lambda: [r for r in stack.flow_runs("retrain-manual") if r["id"] not in before],
+                    180,
+                    "the UI did not create a run",
+                    every=2,
+                )
+            finally:  # what the page showed after Submit (a validation message, a toast)
+                page.screenshot(path=str(ARTIFACTS / "prefect-custom-run-after-submit.png"))
         finally:
             browser.close()
 
-    created = wait_for(
-        lambda: [r for r in stack.flow_runs("retrain-manual") if r["id"] not in before],
-        60,
-        "the UI did not create a run",
-    )
     assert len(created) == 1
     run_id = created[0]["id"]
     run = wait_for(
@@ -117,5 +120,5 @@ def test_deploy_registers_the_deployments_on_a_process_work_pool(stack: Stack, t
     for name in ("retrain-scheduled", "retrain-manual", "retrain-on-feedback"):
         deployment = stack.prefect("GET", f"/deployments/name/retrain/{name}-pooled")
         assert deployment["work_pool_name"] == "tunegate-process"
-        assert deployment["concurrency_limit"] == 1
+        assert deployment["global_concurrency_limit"]["limit"] == 1
         assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
