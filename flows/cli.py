@@ -5,6 +5,8 @@
     tunegate demo-data [--out PATH] [--rows N] [--seed S]
     tunegate validate DATA [--config FILE] [--set key=value ...] [--summary-json PATH] [--out DIR]
     tunegate scrub IN OUT [--config FILE]
+    tunegate serve|deploy --config FILE [--set key=value ...] [--prefect-file YAML]
+    tunegate webhook [--config FILE] [--set key=value ...] [--host H] [--port P]
 
 Exit status: 0 when the flow completed (promoted or not), 1 when it failed, 2 when the config or
 the data file is refused before any work starts (one line on stderr, no traceback).
@@ -322,6 +324,84 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):  # noqa: ANN202 - RetrainConfig or an exit code
+    from flows.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config, args.set)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", 2)
+
+
+def _deployment_specs(args: argparse.Namespace):  # noqa: ANN202 - specs or an exit code
+    from deployments.deploy import PREFECT_YAML, load_specs
+
+    args.prefect_file = args.prefect_file or PREFECT_YAML
+    if not args.prefect_file.is_file():
+        return _fail(f"--prefect-file: file not found: {args.prefect_file}", 2)
+    try:
+        return load_specs(args.prefect_file)
+    except Exception as exc:  # noqa: BLE001 - any parse problem is a refused input
+        return _fail(f"{args.prefect_file}: {str(exc).splitlines()[0]}", 2)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if isinstance(config, int):
+        return config
+    specs = _deployment_specs(args)
+    if isinstance(specs, int):
+        return specs
+    from deployments.deploy import serve_deployments
+
+    serve_deployments(config, specs)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if isinstance(config, int):
+        return config
+    specs = _deployment_specs(args)
+    if isinstance(specs, int):
+        return specs
+    from deployments.deploy import apply_deployments
+
+    for name in apply_deployments(config, specs):
+        print(f"deployed {name}")
+    pools = sorted({s.work_pool.get("name", "tunegate-process") for s in specs})
+    print("start a worker: " + "; ".join(f"prefect worker start --pool {p}" for p in pools))
+    return 0
+
+
+def cmd_webhook(args: argparse.Namespace) -> int:
+    # The edge: the secret and the Prefect API address are read from the environment here only.
+    secret = os.environ.get("TUNEGATE_WEBHOOK_SECRET", "")
+    if not secret:
+        return _fail(
+            "TUNEGATE_WEBHOOK_SECRET is not set: export a shared secret before starting the webhook",
+            2,
+        )
+    overrides = list(args.set)
+    if args.host:
+        overrides.append(f"webhook.host={args.host}")
+    if args.port:
+        overrides.append(f"webhook.port={args.port}")
+    args.set = overrides
+    config = _load(args)
+    if isinstance(config, int):
+        return config
+    api_url = config.webhook.prefect_api_url
+    if api_url is None:
+        from prefect.settings import PREFECT_API_URL
+
+        api_url = PREFECT_API_URL.value() or None
+    from deployments.webhook import serve_webhook
+
+    serve_webhook(config, secret, api_url)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunegate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,6 +454,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=3000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo_data)
+
+    for name, func, text in (
+        ("serve", cmd_serve, "serve the retrain deployments of prefect.yaml from this process"),
+        ("deploy", cmd_deploy, "register the retrain deployments on their process work pool"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--config", type=Path, required=True, help="YAML config file")
+        cmd.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+        )
+        cmd.add_argument(
+            "--prefect-file", type=Path, help="deployments file (default: deployments/prefect.yaml)"
+        )
+        cmd.set_defaults(func=func)
+
+    hook = sub.add_parser("webhook", help="receive signed feedback batches (POST /feedback)")
+    hook.add_argument("--config", type=Path, help="YAML config file")
+    hook.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    hook.add_argument("--host", help="interface (default: webhook.host)")
+    hook.add_argument("--port", type=int, help="port (default: webhook.port)")
+    hook.set_defaults(func=cmd_webhook)
     return parser
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tasks.adversarial import AdversarialSettings
 from tasks.augment import AugmentSettings
 from tasks.evaluate import EvaluateSettings
+from tasks.feedback import FeedbackSettings, WebhookSettings
 from tasks.gate import GateSettings
 from tasks.load import SUPPORTED_SUFFIXES, DataSettings
 from tasks.pii import PIISettings
@@ -44,6 +45,8 @@ class RetrainConfig(BaseModel):
     gate: GateSettings = Field(default_factory=GateSettings)
     mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     work_dir: Path = Field(
         default=Path(".tunegate/runs"), description="Folder for each run's files."
     )

@@ -1,6 +1,6 @@
 """The retrain flow, top to bottom:
 
-validate -> scrub PII -> split -> augment -> baseline -> train -> evaluate (candidate, champion)
+(merge feedback batches) -> validate -> scrub PII -> split -> augment -> baseline -> train -> evaluate (candidate, champion)
 -> gate -> register and promote.
 
 Stages pass paths and small typed results, never models. Every stage logs to one MLflow run,
@@ -15,8 +15,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 from pydantic import BaseModel
 
 from flows.config import RetrainConfig
@@ -32,6 +33,7 @@ from tasks.evaluate import (
     save_json,
     write_report,
 )
+from tasks.feedback import FeedbackStore, merge_feedback_task, remove_merged
 from tasks.gate import GateDecision, gate_task
 from tasks.pii import ScrubResult, scrub_task
 from tasks.registry import (
@@ -60,6 +62,7 @@ class RetrainSummary(BaseModel):
     model: dict
     run_dir: str
     tracking_uri: str
+    feedback: dict = {}  # batches (all merged), new_batches (first included by this run)
 
 
 def _metrics(result: EvalResult | None) -> dict[str, float] | None:
@@ -67,9 +70,16 @@ def _metrics(result: EvalResult | None) -> dict[str, float] | None:
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(config: RetrainConfig) -> RetrainSummary:
-    """Validate, scrub, split, augment, train, evaluate, gate and promote one model."""
+def retrain(config: RetrainConfig, only_new_feedback: bool = False) -> RetrainSummary:
+    """Validate, scrub, split, augment, train, evaluate, gate and promote one model.
+
+    `only_new_feedback` (set by the feedback-triggered deployment): finish at once when no
+    feedback batch is pending, e.g. a queued run whose batches an earlier run already took.
+    """
     logger = get_run_logger()
+    if only_new_feedback and not FeedbackStore(config.feedback.store).pending_ids():
+        logger.info("no new feedback since the last retrain: nothing to do")
+        return Completed(message="no new feedback batches; nothing to retrain")
     run_id = flow_run.get_id() or "local"
     run_dir = (Path(config.work_dir) / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +89,10 @@ def retrain(config: RetrainConfig) -> RetrainSummary:
     logger.info("MLflow run %s; files in %s", tracker.run_id, run_dir)
     tracker.log_params(config.flat())
     try:
-        summary = _run_stages(config, run_dir, tracker, logger)
+        # Retrains of one registered model never overlap, whichever deployment started them
+        # (`tunegate serve`/`deploy` create this limit with one slot; absent, it does not block).
+        with concurrency(retrain_lock_name(config.mlflow.registered_model), occupy=1):
+            summary = _run_stages(config, run_dir, tracker, logger)
     except DataRefused as exc:
         client.set_terminated(tracker.run_id, "FAILED")
         logger.error("stopped before training: %s", exc)
@@ -91,6 +104,10 @@ def retrain(config: RetrainConfig) -> RetrainSummary:
     return summary
 
 
+def retrain_lock_name(registered_model: str) -> str:
+    return f"tunegate-retrain-{registered_model}"
+
+
 class DataRefused(Exception):
     """A table-level validation failure: stop the flow before training, without a traceback."""
 
@@ -98,14 +115,23 @@ class DataRefused(Exception):
 def _run_stages(
     config: RetrainConfig, run_dir: Path, tracker: Tracker, logger: logging.Logger
 ) -> RetrainSummary:
+    # 0. feedback: stored batches merged with the data file, so 1-2 apply to them as well.
+    feedback, merge_tmp = merge_feedback_task(config.data, config.feedback, run_dir.name)
+    data = config.data
+    if feedback.merged_path is not None:
+        data = config.data.model_copy(update={"path": feedback.merged_path})
     # 1. validate (Great Expectations) and 2. scrub PII, for the data file and the test file.
     # Both are cached on the file's content + settings under <work_dir>/cache/data: a re-run
     # on unchanged data and config skips them (Prefect cache keys).
     data_cache = Path(config.work_dir).resolve() / "cache" / "data"
-    report = validate_task(config.data, config.validate_, data_cache)
-    if not report.passed:
-        raise DataRefused("; ".join(report.problems))
-    scrubbed = scrub_task(config.data, report, config.pii, data_cache, "data")
+    try:
+        report = validate_task(data, config.validate_, data_cache)
+        if not report.passed:
+            raise DataRefused("; ".join(report.problems))
+        scrubbed = scrub_task(data, report, config.pii, data_cache, "data")
+    finally:
+        remove_merged(feedback, merge_tmp)  # the combined file holds raw text
+    _log_feedback(tracker, feedback)
     _check_scrubbed(scrubbed, config)
     rows_in, quarantined = scrubbed.rows_in, scrubbed.rows_quarantined
     test_accepted = None
@@ -195,6 +221,8 @@ def _run_stages(
         "augmented": augmented.rows_added,
         "adversarial": adversarial.train_flipped if config.adversarial.enabled else 0,
         "leakage_removed": splits.leakage_removed,
+        "feedback_added": feedback.added,
+        "feedback_duplicates": feedback.duplicates,
     }
     tracker.log_metrics({f"rows_{k}": v for k, v in rows.items()})
     tracker.set_tags({"tunegate.dataset_version": splits.dataset_version})
@@ -324,8 +352,13 @@ def _run_stages(
         },
         run_dir=str(run_dir),
         tracking_uri=config.mlflow.tracking_uri,
+        feedback={"batches": feedback.batches, "new_batches": feedback.new_batches},
     )
     save_json(summary.model_dump(), run_dir / "summary.json")
+    if feedback.new_batches:  # only now: a failed run leaves them pending for the next one
+        FeedbackStore(config.feedback.store).mark_included(
+            feedback.new_batches, flow_run.get_id() or "local", tracker.run_id
+        )
     _prefect_artifacts(summary, candidate, baseline, champion)
     return summary
 
@@ -411,6 +444,27 @@ def _log_augmentation(tracker: Tracker, augmented: AugmentResult) -> None:
         key="augmentation-samples",
         description="Augmentation: original -> augmented, a few per strategy "
         + json.dumps(augmented.per_strategy),
+    )
+
+
+def _log_feedback(tracker: Tracker, feedback) -> None:  # noqa: ANN001 - FeedbackMerge
+    """Which feedback batches this run included: tags, metrics and the full list."""
+    tracker.set_tags(
+        {
+            "tunegate.feedback.batches": len(feedback.batches),
+            "tunegate.feedback.new_batches": ",".join(feedback.new_batches)[:4900] or "-",
+        }
+    )
+    tracker.log_metrics(
+        {
+            "feedback_rows": feedback.rows,
+            "feedback_added": feedback.added,
+            "feedback_duplicates": feedback.duplicates,
+            "feedback_relabelled": feedback.relabelled,
+        }
+    )
+    tracker.log_dict(
+        feedback.model_dump(mode="json", exclude={"merged_path"}), "data/feedback_batches.json"
     )
 
 

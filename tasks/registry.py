@@ -149,8 +149,10 @@ def register_version(
         client.create_registered_model(name)
     except MlflowException:
         pass  # already exists
+    # A tracking server refuses a `models:/m-<id>` source unless the model id is passed too.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     version = client.create_model_version(
-        name, model_uri, run_id=run_id, tags=tags, description=description
+        name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
     ).version
     version = str(version)
     client.set_registered_model_alias(name, CHALLENGER, version)

@@ -116,6 +116,7 @@ def test_retrain_end_to_end_then_against_champion(
         f"mlflow.artifact_location={store}/artifacts",
         "mlflow.registered_model=tiny-loans",
         f"work_dir={tmp_path}/runs",
+        f"feedback.store={tmp_path}/feedback",
     ]
     config = load_config(None, overrides)
 

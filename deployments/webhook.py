@@ -1,0 +1,254 @@
+"""The feedback receiver: `POST /feedback` with signed batches of re-annotated records.
+
+    tunegate webhook [--config FILE] [--set k=v ...] [--host H] [--port P]
+
+Checks, in order, each refusal writing nothing and triggering nothing:
+body over `webhook.max_body_bytes` -> 413 (decided from Content-Length, or while streaming, never
+after reading it all); missing/malformed/wrong signature or a timestamp older than
+`webhook.max_age_s` -> 401; no delivery id -> 400; a delivery id seen before -> 409; malformed
+records -> 422 with their line (JSONL) or record (JSON) numbers.
+
+Accepted: the batch is stored atomically under its content hash (`tasks/feedback.py`), the
+delivery id remembered, then a `tunegate.feedback.landed` event is posted to the Prefect API
+(`POST /api/events`) with the batch's location and row count -> 202. The same content under a
+new delivery id is stored once: 200 with `duplicate: true`, and no event.
+
+Debounce: every landed event carries the resource label `tunegate.feedback.ready`, "true" once
+the rows landed since the last ready signal reach `feedback.trigger_min_rows`, or once the
+oldest of them has waited `feedback.trigger_max_wait_s` (a timer checks this between
+requests). The event-triggered deployment matches only ready events. When Prefect cannot be
+reached the batch stays stored, the response says `trigger: pending`, the rows stay counted and
+the next request (or the timer) signals again; the next retrain includes the batch whatever
+starts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from flows.config import RetrainConfig
+from tasks.feedback import (
+    DELIVERY_HEADER,
+    EVENT_NAME,
+    SIGNATURE_HEADER,
+    FeedbackStore,
+    RecordsRefused,
+    SignatureRefused,
+    StoredBatch,
+    parse_records,
+    verify_signature,
+)
+
+log = logging.getLogger("tunegate.webhook")
+
+
+class PrefectEvents:
+    """Posts events to a Prefect server's `/api/events`; says whether the server took them."""
+
+    def __init__(self, api_url: str | None, timeout_s: float = 5.0) -> None:
+        self.api_url = api_url.rstrip("/") if api_url else None
+        self.timeout_s = timeout_s
+
+    async def emit(self, event: dict) -> bool:
+        if not self.api_url:
+            return False
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                response = await client.post(f"{self.api_url}/events", json=[event])
+            return response.status_code < 300
+        except httpx.HTTPError as exc:
+            log.warning("Prefect API unreachable (%s); trigger pending", type(exc).__name__)
+            return False
+
+
+def landed_event(batch: StoredBatch, ready: bool, pending_rows: int) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": EVENT_NAME,
+        "resource": {
+            "prefect.resource.id": f"tunegate.feedback.batch.{batch.batch_id}",
+            "tunegate.feedback.ready": "true" if ready else "false",
+        },
+        "payload": {
+            "batch_id": batch.batch_id,
+            "location": batch.location,
+            "rows": batch.rows,
+            "pending_rows": pending_rows,
+        },
+    }
+
+
+class Debounce:
+    """Rows landed since the last ready signal, and when the oldest of them landed."""
+
+    def __init__(self, min_rows: int, max_wait_s: float) -> None:
+        self.min_rows = min_rows
+        self.max_wait_s = max_wait_s
+        self.waiting: dict[str, tuple[int, float]] = {}  # batch id -> (rows, landed at)
+
+    def add(self, batch_id: str, rows: int, now: float) -> None:
+        self.waiting.setdefault(batch_id, (rows, now))
+
+    def forget(self, batch_ids: set[str]) -> None:
+        for batch_id in batch_ids & set(self.waiting):
+            del self.waiting[batch_id]
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for rows, _ in self.waiting.values())
+
+    def ready(self, now: float) -> bool:
+        if not self.waiting:
+            return False
+        oldest = min(at for _, at in self.waiting.values())
+        return self.rows >= self.min_rows or now - oldest >= self.max_wait_s
+
+
+def create_app(
+    config: RetrainConfig,
+    secret: str,
+    events: PrefectEvents,
+    clock=time.time,  # noqa: ANN001 - a zero-argument callable returning unix seconds
+) -> FastAPI:
+    """The receiver for one config; `secret` and `events` come from the edge (the CLI)."""
+    if not secret:
+        raise ValueError("TUNEGATE_WEBHOOK_SECRET is empty")
+    settings = config.webhook
+    store = FeedbackStore(config.feedback.store)
+    debounce = Debounce(config.feedback.trigger_min_rows, config.feedback.trigger_max_wait_s)
+    for batch_id in store.pending_ids():  # after a restart: not yet included, maybe not signalled
+        debounce.add(batch_id, store.rows_of(batch_id), clock())
+    data = config.data
+    lock = asyncio.Lock()
+
+    async def signal(batch: StoredBatch) -> str:
+        """Emit the landed event; returns the trigger state for the response."""
+        debounce.forget(store.included_ids())
+        ready = debounce.ready(clock())
+        delivered = await events.emit(landed_event(batch, ready, debounce.rows))
+        if not delivered:
+            return "pending"
+        if ready:
+            debounce.waiting.clear()
+            return "signalled"
+        return "waiting"
+
+    async def timer() -> None:
+        interval = max(0.5, min(5.0, config.feedback.trigger_max_wait_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            async with lock:
+                debounce.forget(store.included_ids())  # a run already took them
+                if debounce.ready(clock()):
+                    oldest = min(debounce.waiting, key=lambda b: debounce.waiting[b][1])
+                    batch = StoredBatch(
+                        batch_id=oldest,
+                        rows=debounce.waiting[oldest][0],
+                        location=store.location(oldest),
+                        duplicate=False,
+                    )
+                    await signal(batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):  # noqa: ANN202
+        task = asyncio.create_task(timer())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="tunegate feedback webhook", lifespan=lifespan)
+
+    def refuse(status: int, detail: str | list[str]) -> JSONResponse:
+        log.info("refused %d: %s", status, detail if isinstance(detail, str) else detail[:3])
+        return JSONResponse({"status": "refused", "detail": detail}, status_code=status)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return refuse(413, f"body over webhook.max_body_bytes ({settings.max_body_bytes})")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                return refuse(413, f"body over webhook.max_body_bytes ({settings.max_body_bytes})")
+        body = bytes(body)
+        try:
+            verify_signature(
+                secret, request.headers.get(SIGNATURE_HEADER), body, clock(), settings.max_age_s
+            )
+        except SignatureRefused as exc:
+            return refuse(401, str(exc))
+        delivery = request.headers.get(DELIVERY_HEADER, "").strip()
+        if not delivery:
+            return refuse(400, f"missing {DELIVERY_HEADER}")
+        async with lock:
+            if store.delivery_seen(delivery):
+                return refuse(409, f"delivery {delivery!r} was already received")
+            try:
+                records = parse_records(_dereference(body, store, settings.max_body_bytes), data)
+            except RecordsRefused as exc:
+                return refuse(422, exc.problems[:100])
+            batch = store.write_batch(records)
+            store.remember_delivery(delivery, batch.batch_id)
+            if batch.duplicate:
+                return JSONResponse(
+                    {**_answer(batch), "duplicate": True, "trigger": "none"}, status_code=200
+                )
+            debounce.add(batch.batch_id, batch.rows, clock())
+            trigger = await signal(batch)
+        log.info("accepted batch %s (%d rows); trigger %s", batch.batch_id, batch.rows, trigger)
+        return JSONResponse(
+            {**_answer(batch), "duplicate": False, "trigger": trigger}, status_code=202
+        )
+
+    return app
+
+
+def _answer(batch: StoredBatch) -> dict:
+    return {
+        "status": "accepted",
+        "batch_id": batch.batch_id,
+        "rows": batch.rows,
+        "location": batch.location,
+    }
+
+
+def _dereference(body: bytes, store: FeedbackStore, max_bytes: int) -> bytes:
+    """`{"ref": "<path in the store>"}` -> that file's bytes; any other body as it is."""
+    if body.lstrip()[:1] != b"{" or len(body) > 4096:
+        return body
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return body
+    if isinstance(value, dict) and set(value) == {"ref"} and isinstance(value["ref"], str):
+        return store.read_ref(value["ref"], max_bytes)
+    return body
+
+
+def serve_webhook(config: RetrainConfig, secret: str, prefect_api_url: str | None) -> None:
+    """Run the receiver with uvicorn on `webhook.host`:`webhook.port` until interrupted."""
+    import uvicorn
+
+    app = create_app(config, secret, PrefectEvents(prefect_api_url))
+    print(
+        f"tunegate webhook on http://{config.webhook.host}:{config.webhook.port}/feedback; "
+        f"store {config.feedback.store}; Prefect API {prefect_api_url or '(none: triggers pending)'}",
+        flush=True,
+    )
+    uvicorn.run(app, host=config.webhook.host, port=config.webhook.port, log_level="warning")
