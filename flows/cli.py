@@ -7,9 +7,14 @@
     tunegate scrub IN OUT [--config FILE]
     tunegate serve|deploy --config FILE [--set key=value ...] [--prefect-file YAML]
     tunegate webhook [--config FILE] [--set key=value ...] [--host H] [--port P]
+    tunegate promote VERSION [--force] [--config FILE] [--set key=value ...]
+    tunegate rollback [--config FILE] [--set key=value ...]
+    tunegate models [--config FILE] [--set key=value ...]
 
 Exit status: 0 when the flow completed (promoted or not), 1 when it failed, 2 when the config or
-the data file is refused before any work starts (one line on stderr, no traceback).
+the data file is refused before any work starts (one line on stderr, no traceback). The registry
+commands exit 2 when the request is refused (a version that did not pass its gate without
+`--force`, nothing to roll back to, an unknown version).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"retrain failed: {state.message}", 1)
     summary = state.result()
     print(render_summary(summary))
+    print(f"final state: {state.name}")
     if args.summary_json:
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.summary_json).write_text(json.dumps(summary.model_dump(), indent=1))
@@ -402,6 +408,83 @@ def cmd_webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace):  # noqa: ANN202 - (settings, MlflowClient) or exit code
+    from flows.config import ConfigError, load_mlflow_settings
+    from tasks.registry import open_tracking
+
+    try:
+        settings = load_mlflow_settings(args.config, args.set)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", 2)
+    return settings, open_tracking(settings)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from tasks.registry import LockUnavailable, RegistryError, promote_version
+
+    opened = _registry(args)
+    if isinstance(opened, int):
+        return opened
+    settings, client = opened
+    name = settings.registered_model
+    try:
+        outcome = promote_version(
+            client, name, str(args.version), None, check_expected=False, force=args.force, by="cli"
+        )
+    except LockUnavailable as exc:
+        return _fail(str(exc), 1)
+    except RegistryError as exc:
+        return _fail(str(exc), 2)
+    print(f"{name}: {outcome.note}")
+    if outcome.promoted or outcome.champion == outcome.version:
+        return 0
+    return 2
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from tasks.registry import LockUnavailable, RegistryError, rollback_champion
+
+    opened = _registry(args)
+    if isinstance(opened, int):
+        return opened
+    settings, client = opened
+    try:
+        outcome = rollback_champion(client, settings.registered_model)
+    except LockUnavailable as exc:
+        return _fail(str(exc), 1)
+    except RegistryError as exc:
+        return _fail(str(exc), 2)
+    after = f"; previous-champion is now v{outcome.previous_champion}"
+    print(
+        f"{settings.registered_model}: {outcome.note}"
+        + (after if outcome.previous_champion else "")
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tasks.registry import list_versions, render_table
+
+    opened = _registry(args)
+    if isinstance(opened, int):
+        return opened
+    settings, client = opened
+    rows = list_versions(client, settings.registered_model)
+    if not rows:
+        print(f"no versions of {settings.registered_model} in {settings.tracking_uri}")
+        return 0
+    print(f"{settings.registered_model} ({settings.tracking_uri})")
+    print(render_table(rows))
+    return 0
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (its mlflow section)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunegate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -477,6 +560,22 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--host", help="interface (default: webhook.host)")
     hook.add_argument("--port", type=int, help="port (default: webhook.port)")
     hook.set_defaults(func=cmd_webhook)
+
+    promote = sub.add_parser("promote", help="move the champion alias to a registered version")
+    promote.add_argument("version", help="registered model version, e.g. 3")
+    promote.add_argument(
+        "--force", action="store_true", help="promote even if the version failed its gate"
+    )
+    _config_options(promote)
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="champion back to the previous champion")
+    _config_options(rollback)
+    rollback.set_defaults(func=cmd_rollback)
+
+    models = sub.add_parser("models", help="registered versions, aliases and headline metrics")
+    _config_options(models)
+    models.set_defaults(func=cmd_models)
     return parser
 
 

@@ -148,3 +148,26 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> Retrai
         return RetrainConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc)) from None
+
+
+def load_mlflow_settings(path: Path | None, overrides: list[str] | None = None) -> MLflowSettings:
+    """Only the `mlflow` section (tracking URI, model name), for the registry commands.
+
+    The same `--config` / `--set` as `tunegate run`; the data section is not needed here.
+    """
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"--config: file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return MLflowSettings.model_validate(raw.get("mlflow") or {})
+    except ValidationError as exc:
+        raise ConfigError("mlflow." + _first_error(exc)) from None

@@ -28,13 +28,19 @@ from tasks.evaluate import (
     EvalResult,
     baseline_task,
     evaluate_candidate_task,
+    evaluate_classifier_on,
     evaluate_predictions,
+    gate_targets,
+    headline_keys,
+    paired_bootstrap,
+    plot_comparison,
     plot_confusion,
     save_json,
     write_report,
 )
 from tasks.feedback import FeedbackStore, merge_feedback_task, remove_merged
-from tasks.gate import GateDecision, gate_task
+from tasks.gate import HEADLINE as HEADLINE_METRIC
+from tasks.gate import GateDecision, GateSettings, Interval, gate_task
 from tasks.pii import ScrubResult, scrub_task
 from tasks.registry import (
     Tracker,
@@ -43,6 +49,7 @@ from tasks.registry import (
     register_task,
     start_run,
 )
+from tasks.serving import TextClassifier
 from tasks.split import split_task
 from tasks.train import plot_history, train_task
 from tasks.validate import ValidationReport, validate_task
@@ -101,7 +108,13 @@ def retrain(config: RetrainConfig, only_new_feedback: bool = False) -> RetrainSu
         client.set_terminated(tracker.run_id, "FAILED")
         raise
     client.set_terminated(tracker.run_id, "FINISHED")
-    return summary
+    # The final state's name says at a glance in the UI whether the champion moved.
+    model = summary.model
+    return Completed(
+        data=summary,
+        name="Promoted" if model["promoted"] else "Rejected",
+        message=f"{model['name']} v{model['version']}: {model['note']}",
+    )
 
 
 def retrain_lock_name(registered_model: str) -> str:
@@ -271,7 +284,7 @@ def _run_stages(
     curves = plot_history(run_dir / "train" / "history.json", run_dir / "loss_curves.png")
     tracker.log_artifact(curves, "plots")
 
-    # 7. evaluate candidate and champion on the same test split.
+    # 7. evaluate candidate and champion on the same test split (and the adversarial slice).
     candidate = evaluate_candidate_task(trained.model_dir, splits.test_path, config.evaluate)
     champion_version, champion_model = load_champion(
         config.mlflow.tracking_uri, config.mlflow.registered_model
@@ -285,8 +298,6 @@ def _run_stages(
         )
     if robust_path is not None:
         # the robustness slice, beside the clean metrics, for the gate and the summary
-        from tasks.serving import TextClassifier
-
         candidate.metrics.update(
             robust_metrics(TextClassifier(trained.model_dir).predict, robust_path, labels)
         )
@@ -298,23 +309,75 @@ def _run_stages(
                     labels,
                 )
             )
+    adversarial = {}
+    if config.evaluate.adversarial_path is not None:
+        predictors = {"candidate": TextClassifier(trained.model_dir).predict}
+        if champion_model is not None:
+            predictors["champion"] = lambda t: champion_model.predict(_frame(t))["label"].tolist()
+        adversarial = {
+            name: evaluate_classifier_on(predict, config.evaluate.adversarial_path, labels)
+            for name, predict in predictors.items()
+        }
+    intervals = _intervals(candidate, baseline, champion, config)
     for name, result in (("candidate", candidate), ("baseline", baseline), ("champion", champion)):
         if result is not None:
             tracker.log_metrics({f"test/{name}/{k}": v for k, v in result.metrics.items()})
-    report_path = write_report(candidate, baseline, champion, run_dir / "evaluation.md")
-    confusion = plot_confusion(
-        candidate, run_dir / "confusion_matrix.png", "Candidate (test split)"
+    for name, result in adversarial.items():
+        tracker.log_metrics({f"adversarial/{name}/{k}": v for k, v in result.metrics.items()})
+    for name, interval in intervals.items():
+        tracker.log_metrics(
+            {
+                f"bootstrap/vs_{name}/{interval.metric}/{k}": getattr(interval, k)
+                for k in ("delta", "low", "high")
+            }
+        )
+    _save_predictions(candidate, baseline, champion, run_dir / "predictions.parquet")
+    tracker.log_artifact(run_dir / "predictions.parquet", "evaluation")
+
+    # 8. gate: a pure decision; recorded as tags, a JSON artifact and in the report.
+    decision: GateDecision = gate_task(
+        candidate.metrics,
+        _metrics(baseline),
+        _metrics(champion),
+        config.gate,
+        config.model.task,
+        intervals,
+    )
+    gate_record = {
+        "passed": decision.passed,
+        "reasons": decision.reasons,
+        "task": decision.task,
+        "metric": decision.metric,
+        "checks": [c.model_dump() for c in decision.checks],
+        "intervals": {k: v.model_dump() for k, v in intervals.items()},
+        "champion_version": champion_version,
+        "settings": config.gate.model_dump(),
+    }
+    tracker.log_dict(gate_record, "evaluation/gate_decision.json")
+    tracker.set_tags(
+        {
+            "tunegate.gate": "passed" if decision.passed else "failed",
+            "tunegate.gate.failed_checks": ",".join(decision.failed) or "-",
+            "tunegate.compared_with_champion": champion_version or "-",
+        }
+    )
+    plots = [
+        plot_confusion(candidate, run_dir / "confusion_matrix.png", "Candidate (test split)"),
+        plot_comparison(candidate, baseline, champion, run_dir / "comparison.png", intervals),
+    ]
+    report_path = write_report(
+        candidate,
+        baseline,
+        champion,
+        run_dir / "evaluation.md",
+        decision=decision,
+        intervals=intervals,
+        adversarial=adversarial,
+        plots=[str(p) for p in plots],
     )
     tracker.log_artifact(report_path, "evaluation")
-    tracker.log_artifact(confusion, "plots")
-
-    # 8. gate.
-    decision: GateDecision = gate_task(
-        candidate.metrics, _metrics(baseline), _metrics(champion), config.gate
-    )
-    gate_record = {"passed": decision.passed, "reasons": decision.reasons}
-    tracker.log_dict(gate_record, "evaluation/gate_decision.json")
-    tracker.set_tags({"tunegate.gate": "passed" if decision.passed else "failed"})
+    for plot in plots:
+        tracker.log_artifact(plot, "plots")
 
     # 9. register every candidate; move `champion` only when the gate passed.
     registration = register_task(
@@ -324,8 +387,15 @@ def _run_stages(
         trained.model_dir,
         tags={
             "dataset_version": splits.dataset_version,
-            "gate": "passed" if decision.passed else "failed",
-            "f1_macro": f"{candidate.metrics['f1_macro']:.4f}",
+            "config_digest": _config_digest(config),
+            "task": config.model.task,
+            "gate_failed_checks": ",".join(decision.failed) or "-",
+            "mlflow_run_id": tracker.run_id,
+            **{
+                k: f"{candidate.metrics[k]:.4f}"
+                for k in ("f1_macro", "accuracy", "f1_weighted", "latency_p95_s")
+                if k in candidate.metrics
+            },
         },
         description=_model_card(config, splits.dataset_version, candidate, decision),
         gate_passed=decision.passed,
@@ -342,7 +412,12 @@ def _run_stages(
             "baseline": _metrics(baseline),
             "champion": _metrics(champion),
         },
-        gate={**gate_record, "champion_version": champion_version},
+        gate={
+            "passed": decision.passed,
+            "reasons": decision.reasons,
+            "failed": decision.failed,
+            "champion_version": champion_version,
+        },
         model={
             "name": registration.name,
             "version": registration.version,
@@ -359,7 +434,7 @@ def _run_stages(
         FeedbackStore(config.feedback.store).mark_included(
             feedback.new_batches, flow_run.get_id() or "local", tracker.run_id
         )
-    _prefect_artifacts(summary, candidate, baseline, champion)
+    _prefect_artifacts(summary, candidate, baseline, champion, decision, report_path, config.gate)
     return summary
 
 
@@ -503,6 +578,8 @@ def _model_card(
         f"Test macro-F1 {candidate.metrics['f1_macro']:.4f}, accuracy {candidate.metrics['accuracy']:.4f}, "
         f"p95 latency {candidate.metrics.get('latency_p95_s', float('nan')):.3f}s.",
         "",
+        f"Config digest `{_config_digest(config)}`.",
+        "",
         "Gate: " + ("passed" if decision.passed else "failed"),
         *[f"- {r}" for r in decision.reasons],
     ]
@@ -514,29 +591,93 @@ def _prefect_artifacts(
     candidate: EvalResult,
     baseline: EvalResult | None,
     champion: EvalResult | None,
+    decision: GateDecision,
+    report_path: Path,
+    gate_settings: GateSettings,
 ) -> None:
-    rows = []
-    for key in ("f1_macro", "accuracy", "f1_weighted", "latency_p95_s", "robust_f1_macro"):
+    """A metrics table (candidate, baseline, champion, target) and the gate decision."""
+    keys = headline_keys(candidate) + [k for k in candidate.metrics if k.startswith("f1/")]
+    targets = gate_targets(decision, gate_settings, keys)
+
+    def cell(result: EvalResult | None, key: str) -> str:
+        return f"{result.metrics[key]:.4f}" if result and key in result.metrics else "-"
+
+    rows = ["| metric | candidate | baseline | champion | target |", "|---|---|---|---|---|"]
+    for key in keys:
         rows.append(
-            {
-                "metric": key,
-                "candidate": round(candidate.metrics.get(key, float("nan")), 4),
-                "baseline": round(baseline.metrics[key], 4)
-                if baseline and key in baseline.metrics
-                else None,
-                "champion": round(champion.metrics[key], 4)
-                if champion and key in champion.metrics
-                else None,
-            }
+            f"| {key} | {cell(candidate, key)} | {cell(baseline, key)} | {cell(champion, key)} "
+            f"| {targets.get(key, '')} |"
         )
-    create_table_artifact(rows, key="evaluation", description="Test-split metrics")
-    verdict = "PROMOTED" if summary.model["promoted"] else "NOT PROMOTED"
+    model = summary.model
+    verdict = "PROMOTED" if model["promoted"] else "REJECTED"
     create_markdown_artifact(
-        f"# {verdict}: {summary.model['name']} v{summary.model['version']}\n\n"
-        + "\n".join(f"- {r}" for r in summary.gate["reasons"])
-        + f"\n\nMLflow run `{summary.mlflow_run_id}`, dataset `{summary.dataset_version}`.\n\n"
-        + "Rows: "
-        + json.dumps(summary.rows),
+        f"# {verdict}: {model['name']} v{model['version']}\n\n{model['note']}\n\n"
+        + "\n".join(rows)
+        + "\n\n## Gate\n\n"
+        + "\n".join(f"- {r}" for r in decision.reasons)
+        + f"\n\nMLflow run `{summary.mlflow_run_id}`, dataset `{summary.dataset_version}`, "
+        f"report `{report_path}`.\n\nRows: " + json.dumps(summary.rows),
         key="gate-decision",
         description="Gate decision",
     )
+    create_table_artifact(
+        [
+            {
+                "metric": key,
+                "candidate": cell(candidate, key),
+                "baseline": cell(baseline, key),
+                "champion": cell(champion, key),
+                "target": targets.get(key, ""),
+            }
+            for key in keys
+        ],
+        key="evaluation",
+        description="Test-split metrics",
+    )
+
+
+def _intervals(
+    candidate: EvalResult,
+    baseline: EvalResult | None,
+    champion: EvalResult | None,
+    config: RetrainConfig,
+) -> dict[str, Interval]:
+    """Paired bootstrap intervals of the headline metric, candidate minus baseline / champion."""
+    if config.evaluate.bootstrap_resamples == 0:
+        return {}
+    out = {}
+    for name, other in (("baseline", baseline), ("champion", champion)):
+        if other is not None and other.predictions:
+            out[name] = paired_bootstrap(
+                candidate,
+                other,
+                HEADLINE_METRIC[config.model.task],
+                config.evaluate.bootstrap_resamples,
+                config.evaluate.bootstrap_confidence,
+                seed=config.split.seed,
+            )
+    return out
+
+
+def _save_predictions(
+    candidate: EvalResult,
+    baseline: EvalResult | None,
+    champion: EvalResult | None,
+    path: Path,
+) -> Path:
+    """Per-example predictions of every system (no input text), for later paired comparisons."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"reference": candidate.references, "candidate": candidate.predictions})
+    for name, result in (("baseline", baseline), ("champion", champion)):
+        if result is not None and len(result.predictions) == len(frame):
+            frame[name] = result.predictions
+    frame.to_parquet(path)
+    return path
+
+
+def _config_digest(config: RetrainConfig) -> str:
+    import hashlib
+
+    blob = json.dumps(config.flat(), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

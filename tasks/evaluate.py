@@ -8,6 +8,14 @@
 - Champion: whatever a `predict(texts) -> labels` callable returns (the flow passes the model
   behind the `champion` alias).
 Latency is measured one example at a time, as a request would be served.
+
+Generation (a causal LM folder): ROUGE-1/2/L/Lsum F-measures from `rouge_score` with stemming,
+exact match and mean output length (words), from batched left-padded `model.generate` with the
+decoding config in `evaluate.decoding`. The zero-shot baseline is the untuned base model on the
+same prompts.
+
+Every result keeps its per-example predictions (and per-example scores for generation), so
+candidate, baseline and champion can be compared with a paired bootstrap on the same examples.
 """
 
 from __future__ import annotations
@@ -21,13 +29,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FilePath
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
 )
+
+from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
+
+
+class DecodingSettings(BaseModel):
+    """How a causal LM generates during evaluation. Greedy by default: reproducible numbers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(default=64, ge=1, description="Tokens generated per example.")
+    num_beams: int = Field(default=1, ge=1, description="Beam width (1: greedy or sampling).")
+    do_sample: bool = Field(default=False, description="Sample instead of greedy / beam search.")
+    temperature: float = Field(
+        default=1.0, gt=0, description="Sampling temperature (only with do_sample)."
+    )
+    batch_size: int = Field(
+        default=16, ge=1, description="Prompts per generate call; higher is faster, more memory."
+    )
+    max_input_tokens: int = Field(
+        default=512, ge=8, description="Prompt tokens kept (truncated from the left)."
+    )
+    seed: int = Field(default=0, description="Seed for sampling.")
 
 
 class EvaluateSettings(BaseModel):
@@ -42,19 +72,40 @@ class EvaluateSettings(BaseModel):
         default=50, ge=1, description="Test examples timed one at a time for p50/p95 latency."
     )
     batch_size: int = Field(default=64, ge=1, description="Batch size for bulk prediction.")
+    bootstrap_resamples: int = Field(
+        default=1000, ge=0, description="Paired bootstrap resamples for intervals (0: none)."
+    )
+    bootstrap_confidence: float = Field(
+        default=0.95, gt=0, lt=1, description="Coverage of the paired bootstrap intervals."
+    )
+    adversarial_path: FilePath | None = Field(
+        default=None,
+        description="Optional adversarial slice (same columns as the test split), also scored.",
+    )
+    prompt_template: str = Field(
+        default="{text}\nSummary:",
+        description="Generation: prompt built from `text` when the test file has no `prompt`.",
+    )
+    decoding: DecodingSettings = Field(
+        default_factory=lambda: DecodingSettings(), description="Generation: decoding config."
+    )
 
 
 class EvalResult(BaseModel):
     metrics: dict[str, float]
-    per_class: dict[str, dict[str, float]]
-    confusion: list[list[int]]
-    labels: list[str]
+    per_class: dict[str, dict[str, float]] = {}
+    confusion: list[list[int]] = []
+    labels: list[str] = []
+    predictions: list[str] = []
+    references: list[str] = []
+    per_example: dict[str, list[float]] = {}
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> EvalResult:
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
+    class_f1 = {f"f1/{label}": float(f1[i]) for i, label in enumerate(labels)}
     return EvalResult(
         metrics={
             "f1_macro": float(
@@ -67,6 +118,7 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
                 f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
             ),
             "accuracy": float(accuracy_score(y_true, y_pred)),
+            **class_f1,
         },
         per_class={
             label: {
@@ -79,6 +131,8 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
         },
         confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         labels=labels,
+        predictions=list(y_pred),
+        references=list(y_true),
     )
 
 
@@ -171,7 +225,7 @@ def cached_baseline(
 ) -> tuple[EvalResult, bool]:
     """The baseline for (base model, dataset version, shots), computed once. (result, was_cached)."""
     key = f"{Path(base_model).name}-{dataset_version}-{settings.baseline_shots}-{seed}"
-    path = cache_dir / f"baseline-{key}.json"
+    path = cache_dir / f"baseline-v2-{key}.json"
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
     result = few_shot_baseline(
@@ -213,34 +267,406 @@ def plot_confusion(result: EvalResult, out_path: Path, title: str) -> Path:
     return out_path
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """A parquet, jsonl or csv file as a frame (test splits, adversarial slices)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".jsonl":
+        return pd.read_json(path, lines=True)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValueError(f"{path}: unsupported file type '{suffix}'; use .parquet, .jsonl or .csv")
+
+
+def evaluate_classifier_on(
+    predict: Callable[[list[str]], list[str]], path: Path, labels: list[str]
+) -> EvalResult:
+    """Classification metrics of `predict` on any file with `text` and `label` columns."""
+    frame = read_table(path)
+    missing = {"text", "label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}; expected text and label")
+    return classification_metrics(
+        frame["label"].astype(str).tolist(), predict(frame["text"].astype(str).tolist()), labels
+    )
+
+
+# ---------------------------------------------------------------- paired bootstrap
+
+
+def _macro_f1_rows(y: np.ndarray, p: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """Macro-F1 of each resample (rows of `idx`), as sklearn computes it with zero_division=0."""
+    yy, pp = y[idx], p[idx]
+    f1 = np.zeros(idx.shape[0])
+    for c in range(n_classes):
+        tp = ((yy == c) & (pp == c)).sum(1)
+        fp = ((yy != c) & (pp == c)).sum(1)
+        fn = ((yy == c) & (pp != c)).sum(1)
+        denom = 2 * tp + fp + fn
+        f1 += np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return f1 / n_classes
+
+
+def paired_bootstrap(
+    candidate: EvalResult,
+    other: EvalResult,
+    metric: str,
+    resamples: int,
+    confidence: float,
+    seed: int = 0,
+) -> Interval:
+    """Interval for metric(candidate) - metric(other), resampling the same examples for both.
+
+    `metric` is `f1_macro` or `accuracy` (from per-example predictions) or any key of
+    `per_example` (ROUGE, exact match: the mean of per-example scores).
+    """
+    n = len(candidate.predictions) or len(next(iter(candidate.per_example.values()), []))
+    if metric in ("f1_macro", "accuracy"):
+        if candidate.references != other.references or len(other.predictions) != n:
+            raise ValueError("paired bootstrap needs both systems scored on the same examples")
+        index = {label: i for i, label in enumerate(candidate.labels)}
+        y = np.array([index.get(v, -1) for v in candidate.references])
+        a = np.array([index.get(v, -2) for v in candidate.predictions])
+        b = np.array([index.get(v, -2) for v in other.predictions])
+        k = len(candidate.labels)
+
+        def stat(pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+            if metric == "accuracy":
+                return (pred[idx] == y[idx]).mean(1)
+            return _macro_f1_rows(y, pred, idx, k)
+
+    else:
+        sa = np.asarray(candidate.per_example[metric], dtype=float)
+        sb = np.asarray(other.per_example[metric], dtype=float)
+        if len(sa) != len(sb) or candidate.references != other.references:
+            raise ValueError("paired bootstrap needs both systems scored on the same examples")
+        a, b = sa, sb
+
+        def stat(pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+            return pred[idx].mean(1)
+
+    full = np.arange(n)[None, :]
+    delta = float(stat(a, full)[0] - stat(b, full)[0])
+    low = high = delta
+    if resamples > 0 and n > 0:
+        rng = np.random.default_rng(seed)
+        deltas = []
+        for start in range(0, resamples, 500):  # chunks bound memory for large test sets
+            idx = rng.integers(0, n, size=(min(500, resamples - start), n))
+            deltas.append(stat(a, idx) - stat(b, idx))
+        diffs = np.concatenate(deltas)
+        tail = (1 - confidence) / 2
+        low, high = (float(x) for x in np.quantile(diffs, [tail, 1 - tail]))
+    return Interval(
+        metric=metric,
+        delta=delta,
+        low=low,
+        high=high,
+        confidence=confidence,
+        resamples=resamples,
+        n=n,
+    )
+
+
+# ---------------------------------------------------------------- generation
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Per-example ROUGE F-measures from rouge-score with stemming (rougeLsum splits at newlines)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    out: dict[str, list[float]] = {k: [] for k in ROUGE_TYPES}
+    for prediction, reference in zip(predictions, references, strict=True):
+        scores = scorer.score(reference, prediction)
+        for k in ROUGE_TYPES:
+            out[k].append(float(scores[k].fmeasure))
+    return out
+
+
+def normalise_answer(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def generation_metrics(predictions: list[str], references: list[str]) -> EvalResult:
+    """ROUGE-1/2/L/Lsum, exact match (case and whitespace folded) and mean output words."""
+    per_example = compute_rouge(predictions, references)
+    per_example["exact_match"] = [
+        float(normalise_answer(p) == normalise_answer(r))
+        for p, r in zip(predictions, references, strict=True)
+    ]
+    per_example["output_words"] = [float(len(p.split())) for p in predictions]
+    metrics = {k: float(np.mean(v)) if v else 0.0 for k, v in per_example.items()}
+    metrics["mean_output_words"] = metrics.pop("output_words")
+    return EvalResult(
+        metrics=metrics,
+        predictions=list(predictions),
+        references=list(references),
+        per_example=per_example,
+    )
+
+
+def read_generation_pairs(path: Path, prompt_template: str) -> tuple[list[str], list[str]]:
+    """(prompts, targets) from `prompt`/`target` columns, or `text`/`summary` via the template."""
+    frame = read_table(path)
+    if {"prompt", "target"} <= set(frame.columns):
+        return frame["prompt"].astype(str).tolist(), frame["target"].astype(str).tolist()
+    if {"text", "summary"} <= set(frame.columns):
+        prompts = [prompt_template.format(text=t) for t in frame["text"].astype(str)]
+        return prompts, frame["summary"].astype(str).tolist()
+    raise ValueError(
+        f"{path}: a generation test file needs prompt/target or text/summary columns, "
+        f"found {sorted(frame.columns)}"
+    )
+
+
+def load_causal_lm(model_dir: Path):  # noqa: ANN201 - (model, tokenizer)
+    """A causal LM folder: full weights, or a peft adapter (applied to its recorded base)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(model_dir).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    return model.eval(), tokenizer
+
+
+def generate_texts(
+    model,  # noqa: ANN001 - a transformers causal LM
+    tokenizer,  # noqa: ANN001 - its tokenizer
+    prompts: list[str],
+    decoding: DecodingSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Continuations of `prompts` (prompt tokens stripped), generated in left-padded batches.
+
+    Prompts are sorted by length so each batch pads little; outputs come back in input order.
+    """
+    import torch
+
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)
+    kwargs = {
+        "max_new_tokens": decoding.max_new_tokens,
+        "num_beams": decoding.num_beams,
+        "do_sample": decoding.do_sample,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if decoding.do_sample:
+        kwargs["temperature"] = decoding.temperature
+        torch.manual_seed(decoding.seed)
+    device = next(model.parameters()).device
+    outputs: list[str] = [""] * len(prompts)
+    with torch.inference_mode():
+        for start in range(0, len(order), decoding.batch_size):
+            chunk = order[start : start + decoding.batch_size]
+            batch = tokenizer(
+                [prompts[i] for i in chunk],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=decoding.max_input_tokens,
+            ).to(device)
+            generated = model.generate(**batch, **kwargs)
+            new_tokens = generated[:, batch["input_ids"].shape[1] :]
+            for i, text in zip(
+                chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+            ):
+                outputs[i] = text.strip()
+            if progress is not None:
+                progress(min(start + decoding.batch_size, len(order)), len(order))
+    return outputs
+
+
+def evaluate_generation(
+    model_or_dir,  # noqa: ANN001 - a model folder, or a loaded causal LM (then pass tokenizer)
+    test_path: Path,
+    settings: EvaluateSettings,
+    tokenizer=None,  # noqa: ANN001
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """ROUGE, exact match and output length on the test file, plus single-request latency."""
+    if isinstance(model_or_dir, str | Path):
+        model, tokenizer = load_causal_lm(Path(model_or_dir))
+    else:
+        model = model_or_dir
+        if tokenizer is None:
+            raise ValueError("evaluate_generation: pass the tokenizer with a loaded model")
+    prompts, targets = read_generation_pairs(test_path, settings.prompt_template)
+    predictions = generate_texts(model, tokenizer, prompts, settings.decoding, progress)
+    result = generation_metrics(predictions, targets)
+    single = settings.decoding.model_copy(update={"batch_size": 1})
+    result.metrics.update(
+        measure_latency(
+            lambda p: generate_texts(model, tokenizer, [p], single),
+            prompts[: settings.latency_samples],
+        )
+    )
+    return result
+
+
+def cached_generation_baseline(
+    cache_dir: Path,
+    base_model: str,
+    dataset_version: str,
+    test_path: Path,
+    settings: EvaluateSettings,
+) -> tuple[EvalResult, bool]:
+    """The zero-shot baseline for generation: the untuned base causal LM on the same prompts.
+
+    Cached per (base model, dataset version, prompt template and decoding). (result, was_cached).
+    """
+    import hashlib
+
+    from tasks.train import resolve_base_model
+
+    recipe = settings.prompt_template + settings.decoding.model_dump_json()
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
+    path = cache_dir / f"baseline-gen-{Path(base_model).name}-{dataset_version}-{digest}.json"
+    if path.is_file():
+        return EvalResult.model_validate_json(path.read_text()), True
+    result = evaluate_generation(resolve_base_model(base_model), test_path, settings)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.model_dump_json())
+    return result, False
+
+
+# ---------------------------------------------------------------- report
+
+
+def headline_keys(result: EvalResult) -> list[str]:
+    """Metric names worth a table row: everything but per-class entries."""
+    return [k for k in result.metrics if "/" not in k]
+
+
+def plot_comparison(
+    candidate: EvalResult,
+    baseline: EvalResult | None,
+    champion: EvalResult | None,
+    out_path: Path,
+    intervals: dict[str, Interval] | None = None,
+) -> Path:
+    """Bars of quality metrics (0..1) for candidate, baseline and champion side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [
+        k
+        for k in headline_keys(candidate)
+        if not k.startswith("latency") and k != "mean_output_words"
+    ]
+    systems = [
+        (name, r)
+        for name, r in (("candidate", candidate), ("baseline", baseline), ("champion", champion))
+        if r is not None
+    ]
+    width = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(keys)), 4))
+    for i, (name, result) in enumerate(systems):
+        xs = np.arange(len(keys)) + i * width
+        ax.bar(xs, [result.metrics.get(k, 0.0) for k in keys], width, label=name)
+    ax.set_xticks(np.arange(len(keys)) + width * (len(systems) - 1) / 2, keys, rotation=20)
+    ax.set_ylim(0, 1)
+    title = "Test split"
+    for name, interval in (intervals or {}).items():
+        title += f" | vs {name}: {interval.delta:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def _cell(result: EvalResult | None, key: str) -> str:
+    return f"{result.metrics[key]:.4f}" if result is not None and key in result.metrics else "-"
+
+
 def write_report(
     candidate: EvalResult,
     baseline: EvalResult | None,
     champion: EvalResult | None,
     out_path: Path,
+    decision: GateDecision | None = None,
+    intervals: dict[str, Interval] | None = None,
+    adversarial: dict[str, EvalResult] | None = None,
+    plots: list[str] | None = None,
 ) -> Path:
-    """A markdown table of headline metrics plus per-class precision / recall / F1."""
-    rows = ["| metric | candidate | baseline | champion |", "|---|---|---|---|"]
-    for key in (
-        "f1_macro",
-        "f1_micro",
-        "f1_weighted",
-        "accuracy",
-        "latency_p50_s",
-        "latency_p95_s",
-    ):
-        cells = [
-            f"{r.metrics[key]:.4f}" if r is not None and key in r.metrics else "-"
-            for r in (candidate, baseline, champion)
+    """The evaluation report: metrics side by side with targets, intervals, gate, slices, plots."""
+    targets = gate_targets(decision) if decision is not None else {}
+    rows = ["| metric | candidate | baseline | champion | target |", "|---|---|---|---|---|"]
+    for key in headline_keys(candidate):
+        cells = [_cell(r, key) for r in (candidate, baseline, champion)]
+        rows.append(f"| {key} | " + " | ".join(cells) + f" | {targets.get(key, '')} |")
+    if candidate.per_class:
+        rows += ["", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+        for label, m in candidate.per_class.items():
+            rows.append(
+                f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
+                f"| {int(m['support'])} |"
+            )
+    if intervals:
+        rows += [
+            "",
+            "## Paired bootstrap: candidate minus ...",
+            "",
+            "| vs | metric | delta | low | high | examples |",
+            "|---|---|---|---|---|---|",
         ]
-        rows.append(f"| {key} | " + " | ".join(cells) + " |")
-    rows += ["", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-    for label, m in candidate.per_class.items():
-        rows.append(
-            f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {int(m['support'])} |"
-        )
+        for name, iv in intervals.items():
+            rows.append(
+                f"| {name} | {iv.metric} | {iv.delta:+.4f} | {iv.low:+.4f} | {iv.high:+.4f} "
+                f"| {iv.n} |"
+            )
+    if adversarial:
+        rows += ["", "## Adversarial slice", "", "| metric | " + " | ".join(adversarial) + " |"]
+        rows.append("|---|" + "---|" * len(adversarial))
+        first = next(iter(adversarial.values()))
+        for key in headline_keys(first):
+            rows.append(
+                f"| {key} | " + " | ".join(_cell(r, key) for r in adversarial.values()) + " |"
+            )
+    if decision is not None:
+        verdict = "PASSED" if decision.passed else "FAILED"
+        rows += ["", f"## Gate: {verdict}", ""] + [f"- {r}" for r in decision.reasons]
+    if plots:
+        rows += [""] + [f"![{Path(p).stem}](../plots/{Path(p).name})" for p in plots]
     out_path.write_text("# Evaluation on the test split\n\n" + "\n".join(rows) + "\n")
     return out_path
+
+
+def gate_targets(
+    decision: GateDecision, settings: GateSettings | None = None, keys: list[str] | None = None
+) -> dict[str, str]:
+    """metric -> the target the gate applied to it (with `settings`: per-class floors too)."""
+    out: dict[str, str] = {}
+    for check in decision.checks:
+        if check.target is None:
+            continue
+        if check.name == "absolute_target":
+            out[decision.metric] = f">= {check.target:.4f}"
+        elif check.name == "latency_p95":
+            out["latency_p95_s"] = f"<= {check.target:.2f}"
+    if settings is not None and decision.task == "classification":
+        for key in keys or []:
+            if key.startswith(CLASS_F1_PREFIX):
+                label = key.removeprefix(CLASS_F1_PREFIX)
+                out[key] = f">= {settings.class_min_f1.get(label, settings.min_class_f1):.4f}"
+    return out
 
 
 @task(name="evaluate-candidate")
@@ -248,6 +674,21 @@ def evaluate_candidate_task(
     model_dir: Path, test_path: Path, settings: EvaluateSettings
 ) -> EvalResult:
     return evaluate_candidate(model_dir, test_path, settings)
+
+
+@task(name="evaluate-generation")
+def evaluate_generation_task(
+    model_dir: Path, test_path: Path, settings: EvaluateSettings
+) -> EvalResult:
+    from prefect import get_run_logger
+
+    logger = get_run_logger()
+    return evaluate_generation(
+        model_dir,
+        test_path,
+        settings,
+        progress=lambda done, total: logger.info("generated %d/%d", done, total),
+    )
 
 
 @task(name="evaluate-baseline")

@@ -1,17 +1,33 @@
 """The promotion gate: a pure function from metrics to a decision with every reason.
 
-Checks, each reported with its numbers whether it passed or not:
-- absolute target: candidate macro-F1 >= `gate.min_f1`;
-- margin over baseline: candidate - baseline >= `gate.min_margin_over_baseline`;
-- no regression against the champion: candidate >= champion - `gate.max_regression`
-  (skipped, and said so, when there is no champion);
-- latency: candidate p95 seconds per example <= `gate.max_latency_s`.
+The headline metric depends on the task: macro-F1 for classification, ROUGE-1 (F) for
+generation. Checks, each reported with its numbers whether it passed, failed or was skipped:
+
+- `absolute_target`: headline >= `gate.min_f1` (classification) / `gate.min_rouge1` (generation);
+- `margin_over_baseline`: headline - baseline >= `gate.min_margin_over_baseline` /
+  `gate.min_rouge1_margin_over_baseline` (the method's +0.15 ROUGE-1). No baseline: failed
+  unless `gate.require_baseline` is false, then skipped and said so;
+- `no_regression_vs_champion`: headline >= champion - `gate.max_regression`. No champion (the
+  first model): skipped and said so;
+- `improvement_vs_champion` (only with `gate.require_improvement`): the lower end of the paired
+  bootstrap interval of candidate - champion is above zero;
+- `latency_p95`: p95 seconds per example <= `gate.max_latency_s`;
+- `per_class_floor` (classification): every class F1 >= its floor (`gate.class_min_f1[label]`,
+  else `gate.min_class_f1`).
+
+A skipped check does not block promotion; a missing measurement that a check needs fails it.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
+
+Task = Literal["classification", "generation"]
+HEADLINE = {"classification": "f1_macro", "generation": "rouge1"}
+CLASS_F1_PREFIX = "f1/"
 
 
 class GateSettings(BaseModel):
@@ -19,32 +35,97 @@ class GateSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field(default="f1_macro", description="Headline metric the checks compare.")
-    min_f1: float = Field(default=0.85, ge=0, le=1, description="Absolute target for the metric.")
+    min_f1: float = Field(
+        default=0.85, ge=0, le=1, description="Classification: absolute target for macro-F1."
+    )
+    min_rouge1: float = Field(
+        default=0.35, ge=0, le=1, description="Generation: absolute target for ROUGE-1 F."
+    )
     min_margin_over_baseline: float = Field(
-        default=0.05, description="Required lead over the untuned baseline."
+        default=0.05, description="Classification: required macro-F1 lead over the baseline."
+    )
+    min_rouge1_margin_over_baseline: float = Field(
+        default=0.15, description="Generation: required ROUGE-1 lead over the baseline (method)."
+    )
+    require_baseline: bool = Field(
+        default=True,
+        description="Fail when no baseline was measured; false skips the margin check instead.",
     )
     max_regression: float = Field(
         default=0.0, ge=0, description="Largest drop below the current champion tolerated."
     )
+    require_improvement: bool = Field(
+        default=False,
+        description="Also require the bootstrap interval of candidate - champion above zero.",
+    )
     max_latency_s: float = Field(
         default=5.0, gt=0, description="Ceiling on p95 seconds per example (the method: 5 s)."
     )
+    min_class_f1: float = Field(
+        default=0.0, ge=0, le=1, description="Classification: F1 floor for every class."
+    )
+    class_min_f1: dict[str, float] = Field(
+        default_factory=dict, description="Classification: per-class F1 floors (label -> floor)."
+    )
+
+    def target(self, task: Task) -> float:
+        return self.min_f1 if task == "classification" else self.min_rouge1
+
+    def margin(self, task: Task) -> float:
+        return (
+            self.min_margin_over_baseline
+            if task == "classification"
+            else self.min_rouge1_margin_over_baseline
+        )
+
+
+class Interval(BaseModel):
+    """A paired bootstrap interval for `metric`(candidate) - `metric`(other) on one example set."""
+
+    metric: str
+    delta: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    n: int
 
 
 class Check(BaseModel):
     name: str
     passed: bool
     detail: str
+    skipped: bool = False
+    value: float | None = None
+    target: float | None = None
+
+    @property
+    def status(self) -> str:
+        return "SKIP" if self.skipped else ("PASS" if self.passed else "FAIL")
 
 
 class GateDecision(BaseModel):
     passed: bool
+    task: Task
+    metric: str
     checks: list[Check]
 
     @property
     def reasons(self) -> list[str]:
-        return [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
+        return [f"{c.status} {c.name}: {c.detail}" for c in self.checks]
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.name for c in self.checks if not c.passed]
+
+
+def _ci_text(interval: Interval | None) -> str:
+    if interval is None:
+        return ""
+    return (
+        f"; {interval.confidence:.0%} CI [{interval.low:+.4f}, {interval.high:+.4f}] "
+        f"over {interval.n} paired examples"
+    )
 
 
 def decide_promotion(
@@ -52,36 +133,75 @@ def decide_promotion(
     baseline: dict[str, float] | None,
     champion: dict[str, float] | None,
     settings: GateSettings,
+    task: Task = "classification",
+    intervals: dict[str, Interval] | None = None,
 ) -> GateDecision:
-    """Apply every check; the candidate passes only if all of them pass."""
-    key = settings.metric
+    """Apply every check; the candidate passes only if none fails.
+
+    `intervals` may hold paired bootstrap intervals under "baseline" and "champion"; they are
+    reported with the margin checks and required by `gate.require_improvement`.
+    """
+    key = HEADLINE[task]
+    if key not in candidate:
+        raise ValueError(f"gate: candidate metrics lack '{key}', the {task} headline metric")
+    intervals = intervals or {}
     value = candidate[key]
+    target = settings.target(task)
+    target_key = "min_f1" if task == "classification" else "min_rouge1"
     checks = [
         Check(
             name="absolute_target",
-            passed=value >= settings.min_f1,
-            detail=f"{key} {value:.4f} vs target {settings.min_f1:.4f}",
+            passed=value >= target,
+            value=value,
+            target=target,
+            detail=f"{key} {value:.4f} vs target {target:.4f} (gate.{target_key})",
         )
     ]
-    if baseline is None:
-        checks.append(
-            Check(name="margin_over_baseline", passed=False, detail="no baseline metrics")
-        )
+
+    margin = settings.margin(task)
+    if baseline is None or key not in baseline:
+        if settings.require_baseline:
+            checks.append(
+                Check(
+                    name="margin_over_baseline",
+                    passed=False,
+                    target=margin,
+                    detail="no baseline metrics; measure one or set gate.require_baseline=false",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    name="margin_over_baseline",
+                    passed=True,
+                    skipped=True,
+                    target=margin,
+                    detail="no baseline metrics; skipped (gate.require_baseline=false)",
+                )
+            )
     else:
-        margin = value - baseline[key]
+        lead = value - baseline[key]
         checks.append(
             Check(
                 name="margin_over_baseline",
-                passed=margin >= settings.min_margin_over_baseline,
+                passed=lead >= margin,
+                value=lead,
+                target=margin,
                 detail=(
-                    f"{key} {value:.4f} - baseline {baseline[key]:.4f} = {margin:+.4f} "
-                    f"vs required {settings.min_margin_over_baseline:+.4f}"
+                    f"{key} {value:.4f} - baseline {baseline[key]:.4f} = {lead:+.4f} "
+                    f"vs required {margin:+.4f}" + _ci_text(intervals.get("baseline"))
                 ),
             )
         )
-    if champion is None:
+
+    if champion is None or key not in champion:
         checks.append(
-            Check(name="no_regression_vs_champion", passed=True, detail="no champion yet")
+            Check(
+                name="no_regression_vs_champion",
+                passed=True,
+                skipped=True,
+                detail="no champion yet: nothing to regress against",
+            )
         )
     else:
         delta = value - champion[key]
@@ -89,24 +209,115 @@ def decide_promotion(
             Check(
                 name="no_regression_vs_champion",
                 passed=delta >= -settings.max_regression,
+                value=delta,
+                target=-settings.max_regression,
                 detail=(
                     f"{key} {value:.4f} - champion {champion[key]:.4f} = {delta:+.4f} "
                     f"vs tolerance -{settings.max_regression:.4f}"
+                    + _ci_text(intervals.get("champion"))
                 ),
             )
         )
+
+    if settings.require_improvement:
+        interval = intervals.get("champion")
+        if champion is None:
+            checks.append(
+                Check(
+                    name="improvement_vs_champion",
+                    passed=True,
+                    skipped=True,
+                    detail="no champion yet: no improvement to require",
+                )
+            )
+        elif interval is None:
+            checks.append(
+                Check(
+                    name="improvement_vs_champion",
+                    passed=False,
+                    target=0.0,
+                    detail="no bootstrap interval against the champion was measured",
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    name="improvement_vs_champion",
+                    passed=interval.low > 0,
+                    value=interval.low,
+                    target=0.0,
+                    detail=(
+                        f"{interval.metric} candidate - champion = {interval.delta:+.4f}, "
+                        f"{interval.confidence:.0%} CI lower bound {interval.low:+.4f} must be > 0"
+                    ),
+                )
+            )
+
     p95 = candidate.get("latency_p95_s")
     if p95 is None:
-        checks.append(Check(name="latency_p95", passed=False, detail="latency not measured"))
+        checks.append(
+            Check(
+                name="latency_p95",
+                passed=False,
+                target=settings.max_latency_s,
+                detail="latency not measured",
+            )
+        )
     else:
         checks.append(
             Check(
                 name="latency_p95",
                 passed=p95 <= settings.max_latency_s,
-                detail=f"p95 {p95:.4f}s vs limit {settings.max_latency_s:.1f}s",
+                value=p95,
+                target=settings.max_latency_s,
+                detail=f"p95 {p95:.4f}s vs limit {settings.max_latency_s:.2f}s",
             )
         )
-    return GateDecision(passed=all(c.passed for c in checks), checks=checks)
+
+    if task == "classification":
+        checks.append(_per_class_floor(candidate, settings))
+    return GateDecision(passed=all(c.passed for c in checks), task=task, metric=key, checks=checks)
+
+
+def _per_class_floor(candidate: dict[str, float], settings: GateSettings) -> Check:
+    per_class = {
+        k.removeprefix(CLASS_F1_PREFIX): v
+        for k, v in candidate.items()
+        if k.startswith(CLASS_F1_PREFIX)
+    }
+    if not per_class:
+        return Check(name="per_class_floor", passed=False, detail="per-class F1 not measured")
+    unknown = sorted(set(settings.class_min_f1) - set(per_class))
+    below = {
+        label: (f1, settings.class_min_f1.get(label, settings.min_class_f1))
+        for label, f1 in per_class.items()
+        if f1 < settings.class_min_f1.get(label, settings.min_class_f1)
+    }
+    worst = min(per_class, key=per_class.get)
+    if unknown:
+        return Check(
+            name="per_class_floor",
+            passed=False,
+            detail=f"gate.class_min_f1 names classes the model does not have: {unknown}",
+        )
+    if below:
+        return Check(
+            name="per_class_floor",
+            passed=False,
+            value=min(f1 for f1, _ in below.values()),
+            detail="below floor: "
+            + ", ".join(f"{k} {f1:.4f} < {floor:.4f}" for k, (f1, floor) in sorted(below.items())),
+        )
+    return Check(
+        name="per_class_floor",
+        passed=True,
+        value=per_class[worst],
+        target=settings.class_min_f1.get(worst, settings.min_class_f1),
+        detail=(
+            f"every class at or above its floor; lowest {worst} {per_class[worst]:.4f} "
+            f"vs floor {settings.class_min_f1.get(worst, settings.min_class_f1):.4f}"
+        ),
+    )
 
 
 @task(name="gate")
@@ -115,5 +326,7 @@ def gate_task(
     baseline: dict[str, float] | None,
     champion: dict[str, float] | None,
     settings: GateSettings,
+    task: Task = "classification",
+    intervals: dict[str, Interval] | None = None,
 ) -> GateDecision:
-    return decide_promotion(candidate, baseline, champion, settings)
+    return decide_promotion(candidate, baseline, champion, settings, task, intervals)

@@ -3,12 +3,22 @@
 `Tracker` is the small interface the flow hands to stages: it logs to one run through an
 explicit `MlflowClient` (no global active run), so stages stay testable and thread-safe.
 Promotion re-reads the `champion` alias right before moving it, and refuses to move it when
-another writer changed it since this run looked (last writer must not silently win).
+another writer changed it since this run looked (last writer must not silently win). The
+read-compare-set runs under a Prefect global concurrency limit of one slot per registered model
+(`tunegate-promote-<name>`, created on first use), so two flows or CLI calls finishing together
+are serialised: the second one sees the first one's champion and refuses. Every promotion tags
+the version with how it happened (`tunegate.promotion`: `gate`, `manual` or `forced`) and with
+the champion it replaced (`tunegate.previous_champion`), which `rollback` walks back along.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import mlflow
@@ -17,6 +27,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)  # promote / rollback also run outside a flow (the CLI)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -159,28 +171,229 @@ def register_version(
     return version
 
 
-def promote_version(
-    client: MlflowClient, name: str, version: str, expected_champion: str | None
-) -> tuple[bool, str | None, str]:
-    """Move `champion` to `version` if the champion is still `expected_champion`.
+class RegistryError(Exception):
+    """A registry request that cannot be carried out; the message says why and what to do."""
 
-    Returns (moved, previous champion, note). The previous champion keeps the
-    `previous-champion` alias for rollback.
+
+class Promotion(BaseModel):
+    promoted: bool
+    version: str
+    champion: str | None
+    previous_champion: str | None
+    how: str = ""
+    note: str
+
+
+class LockUnavailable(RegistryError):
+    """The Prefect API that holds the promotion lock cannot be reached: nothing was changed."""
+
+
+def promotion_lock_name(model_name: str) -> str:
+    return "tunegate-promote-" + re.sub(r"[^A-Za-z0-9_.-]", "-", model_name)
+
+
+@contextmanager
+def promotion_lock(model_name: str, timeout_s: float = 300) -> Iterator[None]:
+    """Hold the one slot of this model's Prefect global concurrency limit (created if missing).
+
+    `strict=True`: if the limit cannot be used the promotion fails instead of running unguarded.
     """
-    current = champion_version(client, name)
-    if current != expected_champion:
-        return (
-            False,
-            current,
-            f"champion moved to v{current} while this run evaluated against "
-            f"v{expected_champion}; not promoting over a model it was not compared with",
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = promotion_lock_name(model_name)
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                try:
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=1)
+                    )
+                except ObjectAlreadyExists:
+                    pass  # another promotion created it first
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        raise LockUnavailable(
+            f"cannot reach the Prefect API for the promotion lock '{name}' "
+            f"({str(exc).splitlines()[0]}); start a server (`prefect server start`, then "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api) or retry"
+        ) from None
+    with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True):
+        yield
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote_version(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    expected_champion: str | None,
+    *,
+    check_expected: bool = True,
+    force: bool = False,
+    by: str = "flow",
+    lock: AbstractContextManager | None = None,
+) -> Promotion:
+    """Move `champion` to `version`, under the promotion lock.
+
+    Refused (promoted=False, with the reason in `note`) when the version did not pass its gate
+    and `force` is off, or when `check_expected` and the champion is no longer
+    `expected_champion` (someone promoted since this candidate was compared). The previous
+    champion keeps the `previous-champion` alias for rollback.
+    """
+    with lock if lock is not None else promotion_lock(name):
+        try:
+            gate = client.get_model_version(name, version).tags.get("gate", "unknown")
+        except MlflowException:
+            raise RegistryError(f"{name} has no version {version}") from None
+        current = champion_version(client, name)
+        if gate != "passed" and not force:
+            return Promotion(
+                promoted=False,
+                version=version,
+                champion=current,
+                previous_champion=_alias_version(client, name, PREVIOUS),
+                note=f"v{version} did not pass its gate (gate={gate}); use --force to override",
+            )
+        if current == version:
+            return Promotion(
+                promoted=False,
+                version=version,
+                champion=current,
+                previous_champion=_alias_version(client, name, PREVIOUS),
+                note=f"v{version} is already the champion",
+            )
+        if check_expected and current != expected_champion:
+            return Promotion(
+                promoted=False,
+                version=version,
+                champion=current,
+                previous_champion=_alias_version(client, name, PREVIOUS),
+                note=(
+                    f"champion moved to v{current} while this run evaluated against "
+                    f"v{expected_champion}; not promoting over a model it was not compared with"
+                ),
+            )
+        how = (
+            "gate"
+            if gate == "passed" and by == "flow"
+            else ("manual" if gate == "passed" else "forced")
         )
-    if current is not None:
-        client.set_registered_model_alias(name, PREVIOUS, current)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    if current is None:
-        return True, None, f"v{version} is the first champion"
-    return True, current, f"champion moved from v{current} to v{version}"
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS, current)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        for key, value in {
+            "tunegate.promotion": how,
+            "tunegate.promoted_by": by,
+            "tunegate.promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tunegate.previous_champion": current or "",
+        }.items():
+            client.set_model_version_tag(name, version, key, value)
+        after = champion_version(client, name)
+    log.info("%s: champion v%s -> v%s (%s)", name, current, version, how)
+    return Promotion(
+        promoted=after == version,
+        version=version,
+        champion=after,
+        previous_champion=current,
+        how=how,
+        note=(
+            f"v{version} is the first champion"
+            if current is None
+            else f"champion moved from v{current} to v{version}"
+        )
+        + (" (FORCED: gate not passed)" if how == "forced" else ""),
+    )
+
+
+def rollback_champion(
+    client: MlflowClient, name: str, lock: AbstractContextManager | None = None
+) -> Promotion:
+    """Champion back to `previous-champion`; that alias then steps back one more promotion."""
+    with lock if lock is not None else promotion_lock(name):
+        previous = _alias_version(client, name, PREVIOUS)
+        if previous is None:
+            raise RegistryError(
+                f"{name} has no '{PREVIOUS}' alias: nothing to roll back to "
+                f"(promote a version with `tunegate promote VERSION`)"
+            )
+        current = champion_version(client, name)
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        if current is not None:
+            client.set_model_version_tag(
+                name,
+                current,
+                "tunegate.rolled_back_at",
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+        before = client.get_model_version(name, previous).tags.get("tunegate.previous_champion")
+        if before and before not in (previous, current):
+            client.set_registered_model_alias(name, PREVIOUS, before)
+        else:
+            client.delete_registered_model_alias(name, PREVIOUS)
+            before = None
+    log.info("%s: rolled back champion v%s -> v%s", name, current, previous)
+    return Promotion(
+        promoted=True,
+        version=previous,
+        champion=previous,
+        previous_champion=before,
+        how="rollback",
+        note=f"champion rolled back from v{current} to v{previous}",
+    )
+
+
+HEADLINE_TAGS = ("f1_macro", "rouge1", "accuracy", "latency_p95_s")
+
+
+def list_versions(client: MlflowClient, name: str) -> list[dict[str, str]]:
+    """One row per registered version, newest first: aliases, gate, promotion, headline metrics."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        aliases = client.get_registered_model(name).aliases  # search results carry none
+    except MlflowException:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        tags = mv.tags or {}
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": ",".join(sorted(by_version.get(str(mv.version), []))) or "-",
+                "gate": tags.get("gate", "-"),
+                "promotion": tags.get("tunegate.promotion", "-"),
+                **{k: tags.get(k, "-") for k in HEADLINE_TAGS},
+                "dataset": tags.get("dataset_version", "-"),
+                "created": time.strftime(
+                    "%Y-%m-%d %H:%M", time.gmtime(mv.creation_timestamp / 1000)
+                ),
+            }
+        )
+    return rows
+
+
+def render_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return ""
+    keys = [k for k in rows[0] if any(r[k] != "-" for r in rows) or k in ("aliases", "gate")]
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in keys}
+    lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
+    lines.append("  ".join("-" * widths[k] for k in keys))
+    lines += ["  ".join(r[k].ljust(widths[k]) for k in keys) for r in rows]
+    return "\n".join(lines)
 
 
 def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:
@@ -198,13 +411,16 @@ def register_task(
     gate_passed: bool,
     expected_champion: str | None,
 ) -> Registration:
+    """Register every candidate; promote (under the lock) only when its gate passed."""
     client = MlflowClient(tracking_uri)
     tracker = Tracker(client, run_id)
     model_uri = log_model(tracker, model_dir, tracking_uri)
+    tags = {**tags, "gate": "passed" if gate_passed else "failed"}
     version = register_version(client, name, model_uri, run_id, tags, description)
     promoted, previous, note = False, expected_champion, "gate failed: champion unchanged"
     if gate_passed:
-        promoted, previous, note = promote_version(client, name, version, expected_champion)
+        outcome = promote_version(client, name, version, expected_champion)
+        promoted, previous, note = outcome.promoted, outcome.previous_champion, outcome.note
     tracker.set_tags({"tunegate.promoted": promoted, "tunegate.model_version": version})
     get_run_logger().info("registered %s v%s; %s", name, version, note)
     return Registration(

@@ -112,6 +112,7 @@ def test_retrain_end_to_end_then_against_champion(
         "gate.min_f1=0.0",
         "gate.min_margin_over_baseline=-1.0",
         "gate.max_regression=1.0",
+        "gate.max_latency_s=600",  # a loaded shared CI machine must not decide this test
         f"mlflow.tracking_uri=sqlite:///{store}/mlflow.db",
         f"mlflow.artifact_location={store}/artifacts",
         "mlflow.registered_model=tiny-loans",
@@ -120,7 +121,9 @@ def test_retrain_end_to_end_then_against_champion(
     ]
     config = load_config(None, overrides)
 
-    first = retrain(config)
+    first_state = retrain(config, return_state=True)
+    assert first_state.is_completed() and first_state.name == "Promoted"
+    first = first_state.result()
     # every row accounted for: the generator planted 2% defects (null, blank, bad label, dup)
     assert first.rows["in"] == len(rows)
     assert first.rows["accepted"] + first.rows["quarantined"] == len(rows)
@@ -146,6 +149,27 @@ def test_retrain_end_to_end_then_against_champion(
     assert any(i.dataset.digest == first.dataset_version for i in run.inputs.dataset_inputs)
     history = client.get_metric_history(first.mlflow_run_id, "train/loss")
     assert len(history) >= 2
+
+    # the evaluation report, its plots, the gate decision and per-example predictions are attached
+    attached = {
+        a.path
+        for folder in ("evaluation", "plots")
+        for a in client.list_artifacts(first.mlflow_run_id, folder)
+    }
+    assert {
+        "evaluation/evaluation.md",
+        "evaluation/gate_decision.json",
+        "evaluation/predictions.parquet",
+        "plots/confusion_matrix.png",
+        "plots/comparison.png",
+    } <= attached
+    assert run.data.tags["tunegate.gate"] == "passed"
+    assert "bootstrap/vs_baseline/f1_macro/low" in run.data.metrics
+    version = client.get_model_version("tiny-loans", "1")
+    assert version.tags["gate"] == "passed"
+    assert version.tags["dataset_version"] == first.dataset_version
+    assert len(version.tags["config_digest"]) == 16
+    assert "Gate: passed" in version.description
 
     # the champion loads back by alias and predicts offline
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
@@ -191,11 +215,26 @@ def test_retrain_end_to_end_then_against_champion(
     assert "data_docs/index.html" in artifacts
 
     # second run: compared against the champion; a strict no-regression gate keeps v1 champion
-    second = retrain(
+    second_state = retrain(
         config.model_copy(
             update={"gate": config.gate.model_copy(update={"max_regression": 0.0, "min_f1": 0.99})}
-        )
+        ),
+        return_state=True,
     )
+    assert second_state.is_completed() and second_state.name == "Rejected"
+    second = second_state.result()
+    assert "absolute_target" in second.gate["failed"]
+    decision = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=second.mlflow_run_id,
+                artifact_path="evaluation/gate_decision.json",
+                dst_path=str(tmp_path / "dl"),
+            )
+        ).read_text()
+    )
+    assert decision["champion_version"] == "1"
+    assert decision["intervals"]["champion"]["n"] == first.rows["test"]
     # unchanged data and data config: validation and scrubbing came from the Prefect cache
     assert _task_states(second.prefect_flow_run_id, ("validate", "scrub-pii")) == {"Cached"}
     assert second.dataset_version == first.dataset_version

@@ -8,6 +8,7 @@ on a tiny random BERT) is logged, registered and loaded back through the S3 endp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -117,9 +118,12 @@ def test_mlflow_logs_registers_and_loads_a_model_through_s3(s3_env, tiny_model_d
     tracker = start_run(client, settings, {"test": "s3"})
     # the plain functions behind register_task: log, register, promote
     model_uri = log_model(tracker, model_dir, settings.tracking_uri)
-    version = register_version(client, "s3-model", model_uri, tracker.run_id, {}, "through S3")
-    promoted, _, _ = promote_version(client, "s3-model", version, None)
-    assert promoted and version == "1"
+    version = register_version(
+        client, "s3-model", model_uri, tracker.run_id, {"gate": "passed"}, "through S3"
+    )
+    # the Prefect promotion lock is exercised in tests/integration/test_promotion.py
+    outcome = promote_version(client, "s3-model", version, None, lock=contextlib.nullcontext())
+    assert outcome.promoted and version == "1"
 
     # The files are in the bucket, not on the local disk.
     keys = [
