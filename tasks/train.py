@@ -21,6 +21,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -194,6 +195,11 @@ class TrainSettings(BaseModel):
         default=None,
         description="An `accelerate launch` config (configs/accelerate/: DDP, FSDP, DeepSpeed).",
     )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        description="Prefect retries of the training task; each resumes from the last checkpoint.",
+    )
     logging_steps: int = Field(default=10, ge=1, description="Log the training loss every N steps.")
     seed: int = Field(default=13, description="Seed for initialisation and data order.")
     work_pool: str | None = Field(
@@ -325,14 +331,21 @@ def _quantization(settings: TrainSettings) -> dict[str, Any]:
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if precision_flags(settings)["bf16"] else torch.float32
+    # Trainer does not move a quantized model: place it on this process's GPU when loading.
+    placement = (
+        {"device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
+        if torch.cuda.is_available()
+        else {}
+    )
     return {
+        **placement,
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
             bnb_4bit_quant_storage=compute,
-        )
+        ),
     }
 
 
@@ -354,7 +367,6 @@ def load_model(
     name = model_settings.base_model
     try:
         config = AutoConfig.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise TrainingError(
             f"model.base_model '{name}' could not be loaded offline: {str(exc).splitlines()[0]}"
@@ -366,6 +378,13 @@ def load_model(
             f"model.task: '{config.model_type}' models do not support {model_settings.task} "
             f"(no {auto.__name__} head); choose another model.base_model or model.task"
         )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(
+            f"model.base_model '{name}': its tokenizer could not be loaded offline: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
     kwargs: dict[str, Any] = dict(_quantization(settings))
     if not generation:
         kwargs.update(
@@ -501,11 +520,15 @@ def generation_examples(
 
 
 def read_generation_frame(path: Path) -> pd.DataFrame:
+    """`text` and `target` columns (`summary` or `label` accepted for the target)."""
     frame = pd.read_parquet(path)
     if "target" not in frame.columns:
-        if "label" not in frame.columns:
-            raise TrainingError(f"{path}: generation needs a 'target' (or 'label') column")
-        frame = frame.rename(columns={"label": "target"})
+        source = next((c for c in ("summary", "label") if c in frame.columns), None)
+        if source is None:
+            raise TrainingError(
+                f"{path}: generation needs a 'target' (or 'summary' / 'label') column"
+            )
+        frame = frame.rename(columns={source: "target"})
     return frame
 
 
@@ -713,8 +736,8 @@ def fit(
         weight_decay=settings.weight_decay,
         warmup_steps=settings.warmup_fraction,
         lr_scheduler_type=settings.lr_scheduler,
-        gradient_checkpointing=settings.gradient_checkpointing and settings.method != "qlora",
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=settings.gradient_checkpointing and settings.method != "qlora",
+        activation_checkpointing_kwargs={"use_reentrant": False},
         eval_strategy=strategy,
         save_strategy=strategy,
         eval_steps=settings.checkpoint_steps,
@@ -861,6 +884,33 @@ def launch_command(spec_path: Path, settings: TrainSettings) -> list[str]:
     return [sys.executable, *worker]
 
 
+def write_spec(
+    train_path: Path,
+    val_path: Path,
+    labels: list[str] | None,
+    model_settings: ModelSettings,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    out_dir: Path,
+) -> Path:
+    """The worker's input, `out_dir/spec.json`; stale results of an earlier attempt removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "error.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    spec = {
+        "train_path": str(Path(train_path).resolve()),
+        "val_path": str(Path(val_path).resolve()),
+        "labels": labels,
+        "model": model_settings.model_dump(mode="json"),
+        "lora": lora.model_dump(mode="json"),
+        "train": settings.model_dump(mode="json"),
+        "out_dir": str(out_dir),
+    }
+    spec_path = out_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    return spec_path
+
+
 def run_training(
     train_path: Path,
     val_path: Path,
@@ -876,21 +926,10 @@ def run_training(
     check_runtime(settings)
     resolve_base_model(model_settings.base_model)
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "error.json"):
-        (out_dir / stale).unlink(missing_ok=True)
-    spec = {
-        "train_path": str(Path(train_path).resolve()),
-        "val_path": str(Path(val_path).resolve()),
-        "labels": labels,
-        "model": model_settings.model_dump(mode="json"),
-        "lora": lora.model_dump(mode="json"),
-        "train": settings.model_dump(mode="json"),
-        "out_dir": str(out_dir),
-    }
-    spec_path = out_dir / "spec.json"
-    spec_path.write_text(json.dumps(spec, indent=1))
+    spec_path = write_spec(train_path, val_path, labels, model_settings, lora, settings, out_dir)
     stream = out_dir / "history.jsonl"
+    if not settings.resume:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     if not (settings.resume and last_complete_checkpoint(out_dir / "checkpoints")):
         stream.unlink(missing_ok=True)
     offset = 0
@@ -928,7 +967,7 @@ def run_training(
         )
         try:
             while proc.poll() is None:
-                time.sleep(1.0)
+                time.sleep(0.25)
                 forward()
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
