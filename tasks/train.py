@@ -726,6 +726,7 @@ def fit(
         return compute_rouge(outputs, eval_targets)
 
     strategy = "steps" if settings.checkpoint_steps else "epoch"
+    resume = last_complete_checkpoint(out_dir / "checkpoints") if settings.resume else None
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=settings.epochs,
@@ -742,7 +743,7 @@ def fit(
         save_strategy=strategy,
         eval_steps=settings.checkpoint_steps,
         save_steps=settings.checkpoint_steps,
-        eval_on_start=generation,
+        eval_on_start=generation and resume is None,  # the untrained model's ROUGE, once
         save_total_limit=settings.keep_checkpoints,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
@@ -773,7 +774,6 @@ def fit(
         ],
     )
     trainer_ref.append(trainer)
-    resume = last_complete_checkpoint(out_dir / "checkpoints") if settings.resume else None
     if resume is None and stream.exists() and trainer.is_world_process_zero():
         stream.unlink()
     started = time.perf_counter()

@@ -171,3 +171,16 @@ def test_launch_uses_torchrun_or_accelerate_for_several_processes(tmp_path):
         tmp_path / "s.json", TrainSettings(num_processes=4, accelerate_config=config)
     )
     assert "accelerate.commands.launch" in accel and str(config) in accel
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [("ddp.yaml", "MULTI_GPU"), ("fsdp.yaml", "FSDP"), ("deepspeed-zero3.yaml", "DEEPSPEED")],
+)
+def test_shipped_accelerate_configs_parse(name, kind):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / name
+    assert ClusterConfig.from_yaml_file(str(path)).distributed_type.value == kind
