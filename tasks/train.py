@@ -755,6 +755,10 @@ def fit(
         report_to="none",
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
+        # Token-weighted averaging across processes is right for the causal-LM loss, which
+        # divides by the global token count; a classification loss is already a per-example
+        # mean, and the Trainer would multiply it by the process count.
+        average_tokens_across_devices=generation,
         **precision_flags(settings),
     )
     trainer = Trainer(
