@@ -239,19 +239,36 @@ def _run_stages(
         config.split.seed,
     )
 
-    # 6. train, in a child process; a retried task or flow run resumes from the last checkpoint.
-    trained = train_task.with_options(retries=config.train.retries)(
-        augmented.train_path,
-        splits.val_path,
-        labels if config.model.task == "classification" else None,
-        config.model,
-        config.lora,
-        config.train,
-        run_dir / "train",
-        sink=lambda step, values: tracker.log_metrics(
-            {f"train/{k}": v for k, v in values.items()}, step
-        ),
-    )
+    # 6. train: here, or as its own deployment on `train.work_pool` (see flows/train_remote.py).
+    if config.train.work_pool:
+        trained = train_on_pool(
+            augmented.train_path,
+            splits.val_path,
+            labels,
+            config.model,
+            config.lora,
+            config.train,
+            config.storage,
+            config.mlflow,
+            tracker,
+            run_dir.name,
+            run_dir / "train",
+            logger,
+        )
+    else:
+        # In a child process; a retried task or flow run resumes from the last checkpoint.
+        trained = train_task.with_options(retries=config.train.retries)(
+            augmented.train_path,
+            splits.val_path,
+            labels if config.model.task == "classification" else None,
+            config.model,
+            config.lora,
+            config.train,
+            run_dir / "train",
+            sink=lambda step, values: tracker.log_metrics(
+                {f"train/{k}": v for k, v in values.items()}, step
+            ),
+        )
     curves = plot_history(run_dir / "train" / "history.json", run_dir / "loss_curves.png")
     tracker.log_artifact(curves, "plots")
     tracker.log_dict(trained.model_dump(mode="json"), "train/result.json")

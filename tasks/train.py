@@ -223,6 +223,11 @@ class TrainSettings(BaseModel):
         description="Run training as deployment 'train-remote/<pool>' on this Prefect work pool "
         "(e.g. a GPU pool); data and adapter travel through storage.url.",
     )
+    work_pool: str | None = Field(
+        default=None,
+        description="Run training as deployment 'train-remote/<pool>' on this Prefect work pool "
+        "(e.g. a GPU pool); data and adapter travel through storage.url.",
+    )
 
 
 class TruncationReport(BaseModel):
@@ -235,7 +240,7 @@ class TrainResult(BaseModel):
     model_dir: Path
     task: str = "classification"
     metric: str = "f1_macro"
-    best_metric: float
+    best_metric: float = 0.0
     best_val_f1: float = 0.0
     final_eval_loss: float | None = None
     final_train_loss: float | None = None
