@@ -242,7 +242,7 @@ def _run_stages(
     # 6. train: here, or as its own deployment on `train.work_pool` (see flows/train_remote.py).
     if config.train.work_pool:
         trained = train_on_pool(
-            augmented.train_path,
+            train_path,
             splits.val_path,
             labels,
             config.model,
@@ -258,7 +258,7 @@ def _run_stages(
     else:
         # In a child process; a retried task or flow run resumes from the last checkpoint.
         trained = train_task.with_options(retries=config.train.retries)(
-            augmented.train_path,
+            train_path,
             splits.val_path,
             labels if config.model.task == "classification" else None,
             config.model,
