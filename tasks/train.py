@@ -458,6 +458,13 @@ def load_model(
     return tokenizer, model
 
 
+def load_classifier(base_model: str, labels: list[str], lora: LoraSettings, method: str):  # noqa: ANN201
+    """(tokenizer, model): a classification head on `base_model`, in LoRA unless 'full'."""
+    return load_model(
+        ModelSettings(base_model=base_model), lora, TrainSettings(method=method), labels
+    )
+
+
 # ---------------------------------------------------------------- data
 
 
