@@ -282,8 +282,6 @@ def resolve_base_model(name: str) -> str:
                 "(model.safetensors or pytorch_model.bin)"
             )
         return str(path)
-    if name.startswith(("/", "./", "../", "~")):
-        raise TrainingError(f"model.base_model '{name}': no such directory")
     return name
 
 

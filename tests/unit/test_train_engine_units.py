@@ -123,8 +123,10 @@ def test_unknown_models_and_unsupported_tasks_fail_with_the_key(tmp_path, tiny_l
     (tmp_path / "noweights" / "config.json").write_text("{}")
     with pytest.raises(TrainingError, match="no weights"):
         resolve_base_model(str(tmp_path / "noweights"))
-    with pytest.raises(TrainingError, match="no such directory"):
-        resolve_base_model(str(tmp_path / "missing"))
+    with pytest.raises(TrainingError, match="could not be loaded offline"):
+        load_model(
+            ModelSettings(base_model=str(tmp_path / "missing")), LoraSettings(), TrainSettings()
+        )
     from transformers import ViTConfig, ViTModel
 
     vit = tmp_path / "vit"
