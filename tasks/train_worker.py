@@ -1,0 +1,64 @@
+"""The training child process: `python -m tasks.train_worker SPEC.json`.
+
+Started by `tasks.train.run_training` (directly, or under `torchrun` / `accelerate launch` for
+several processes). It reads the spec the parent wrote, trains, and writes `result.json`; on a
+failure it writes `error.json` (kind and one-line message) and exits non-zero, so the parent can
+fail the task with a clear message while its own memory stays untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tasks.train import (
+        OOM_HINT,
+        LoraSettings,
+        ModelSettings,
+        TrainingError,
+        TrainSettings,
+        fit,
+    )
+
+    spec_path = Path((argv or sys.argv[1:])[0])
+    spec = json.loads(spec_path.read_text())
+    out_dir = Path(spec["out_dir"])
+    try:
+        fit(
+            Path(spec["train_path"]),
+            Path(spec["val_path"]),
+            spec["labels"],
+            ModelSettings.model_validate(spec["model"]),
+            LoraSettings.model_validate(spec["lora"]),
+            TrainSettings.model_validate(spec["train"]),
+            out_dir,
+        )
+    except TrainingError as exc:
+        _error(out_dir, "config", str(exc))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, then re-raised below
+        if _is_oom(exc):
+            _error(out_dir, "oom", f"out of memory: {OOM_HINT}")
+            return 3
+        _error(out_dir, "crash", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        raise
+    return 0
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(exc)
+
+
+def _error(out_dir: Path, kind: str, message: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "error.json").write_text(json.dumps({"kind": kind, "message": message}))
+    print(f"tunegate training failed ({kind}): {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
