@@ -37,6 +37,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from tasks import stage_logger
 from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
 
 
@@ -680,9 +681,7 @@ def evaluate_candidate_task(
 def evaluate_generation_task(
     model_dir: Path, test_path: Path, settings: EvaluateSettings
 ) -> EvalResult:
-    from prefect import get_run_logger
-
-    logger = get_run_logger()
+    logger = stage_logger(__name__)
     return evaluate_generation(
         model_dir,
         test_path,

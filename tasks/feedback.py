@@ -29,9 +29,10 @@ import uuid
 from pathlib import Path
 
 import fsspec
-from prefect import get_run_logger, task
+from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks import stage_logger
 from tasks.load import DataSettings, read_records
 from tasks.validate import normalise_text
 
@@ -436,7 +437,7 @@ def merge_feedback_task(
     if merge.merged_path is None and temp_folder is not None:
         shutil.rmtree(temp_folder, ignore_errors=True)
         temp_folder = None
-    get_run_logger().info(
+    stage_logger(__name__).info(
         "feedback: %d batches (%d new), %d rows, %d duplicates dropped, %d relabelled",
         len(merge.batches),
         len(merge.new_batches),

@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks import stage_logger
 from tasks.load import DataSettings, LoadedData, detect_format, read_records, write_records
 from tasks.validate import ValidationReport
 
@@ -1397,5 +1398,5 @@ def scrub_task(
     """Scrub one data file; cached on file content + settings (a re-run skips the work)."""
     key = scrub_cache_key(data, settings, report)
     result = scrub_dataset(data, report, settings, Path(out_dir) / key, name)
-    get_run_logger().info("scrubbed %s: %s", name, json.dumps(result.audit["entities"]))
+    stage_logger(__name__).info("scrubbed %s: %s", name, json.dumps(result.audit["entities"]))
     return result

@@ -25,8 +25,10 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from prefect import get_run_logger, task
+from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks import stage_logger
 
 log = logging.getLogger(__name__)  # promote / rollback also run outside a flow (the CLI)
 
@@ -422,7 +424,7 @@ def register_task(
         outcome = promote_version(client, name, version, expected_champion)
         promoted, previous, note = outcome.promoted, outcome.previous_champion, outcome.note
     tracker.set_tags({"tunegate.promoted": promoted, "tunegate.model_version": version})
-    get_run_logger().info("registered %s v%s; %s", name, version, note)
+    stage_logger(__name__).info("registered %s v%s; %s", name, version, note)
     return Registration(
         name=name,
         version=version,

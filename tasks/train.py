@@ -33,19 +33,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
-from prefect.exceptions import MissingContextError
+from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_module_log = logging.getLogger(__name__)
+from tasks import stage_logger
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a task or flow, this module's logger elsewhere."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _module_log
+    return stage_logger(__name__)
 
 
 # Base models that ship inside a PyPI package, so the default needs no download.

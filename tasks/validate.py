@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks import stage_logger
 from tasks.load import DataSettings, LoadedData, read_records
 
 
@@ -535,7 +536,7 @@ def validate_task(
 ) -> ValidationReport:
     """Validate `data.path` into `out_dir/<content key>/`; cached on file content + settings."""
     report = validate_file(data, settings, Path(out_dir) / validation_key(data, settings))
-    get_run_logger().info(
+    stage_logger(__name__).info(
         "validated %d rows: %d accepted, %d quarantined",
         report.rows_in,
         report.rows_accepted,
