@@ -976,7 +976,7 @@ def run_training(
                     on_event(entry)
                 continue
             step = int(entry.pop("step"))
-            if "eval_loss" in entry:
+            if "eval_loss" in entry or "loss" in entry:  # progress: every logged step
                 _log().info(
                     "step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in entry.items())
                 )
