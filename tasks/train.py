@@ -206,6 +206,11 @@ class TrainSettings(BaseModel):
         default=None,
         description="An `accelerate launch` config (configs/accelerate/: DDP, FSDP, DeepSpeed).",
     )
+    distributed: Literal["ddp", "fsdp", "deepspeed"] | None = Field(
+        default=None,
+        description="Multi-GPU strategy: launches through `accelerate launch` with the shipped "
+        "configs/accelerate/ config (ddp.yaml, fsdp.yaml, deepspeed-zero3.yaml).",
+    )
     retries: int = Field(
         default=0,
         ge=0,
@@ -882,6 +887,11 @@ def save_model(
 # ---------------------------------------------------------------- the parent side
 
 
+# `train.distributed` -> the accelerate config shipped in configs/accelerate/.
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+DISTRIBUTED_CONFIGS = {"ddp": "ddp.yaml", "fsdp": "fsdp.yaml", "deepspeed": "deepspeed-zero3.yaml"}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -891,10 +901,13 @@ def _free_port() -> int:
 def launch_command(spec_path: Path, settings: TrainSettings) -> list[str]:
     """One process, `torchrun` for several, or `accelerate launch` with a shipped config."""
     worker = ["-m", "tasks.train_worker", str(spec_path)]
-    if settings.accelerate_config is not None:
+    accelerate_config = settings.accelerate_config
+    if accelerate_config is None and settings.distributed is not None:
+        accelerate_config = ACCELERATE_CONFIGS / DISTRIBUTED_CONFIGS[settings.distributed]
+    if accelerate_config is not None:
         return [
             sys.executable, "-m", "accelerate.commands.launch",
-            "--config_file", str(settings.accelerate_config),
+            "--config_file", str(accelerate_config),
             "--num_processes", str(settings.num_processes),
             "--main_process_port", str(_free_port()),
             *worker,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -186,3 +187,16 @@ def test_shipped_accelerate_configs_parse(name, kind):
 
     path = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / name
     assert ClusterConfig.from_yaml_file(str(path)).distributed_type.value == kind
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed"])
+def test_distributed_strategy_launches_accelerate_with_the_shipped_config(strategy, tmp_path):
+    from tasks.train import TrainSettings, launch_command
+
+    command = launch_command(
+        tmp_path / "spec.json", TrainSettings(distributed=strategy, num_processes=4)
+    )
+    config = Path(command[command.index("--config_file") + 1])
+    assert "accelerate.commands.launch" in command
+    assert config.is_file() and config.parent.name == "accelerate"
+    assert command[command.index("--num_processes") + 1] == "4"
