@@ -30,7 +30,6 @@ import importlib
 import json
 import re
 import tempfile
-import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -1389,8 +1388,6 @@ def scrub_cache_key(data: DataSettings, settings: PIISettings, report: Validatio
 def _scrub_task_key(context, parameters: dict) -> str:  # noqa: ANN001 - prefect's TaskRunContext
     where = f"{Path(parameters['out_dir']).resolve()}|{parameters['name']}"
     key = scrub_cache_key(parameters["data"], parameters["settings"], parameters["report"])
-    if not (Path(parameters["out_dir"]) / key).is_dir():  # files deleted: never reuse the record
-        return f"scrub-{key}-recompute-{time.time_ns()}"
     return f"scrub-{key}-{hashlib.sha256(where.encode()).hexdigest()[:8]}"
 
 

@@ -527,8 +527,6 @@ def validate_file(
 def _validate_task_key(context, parameters: dict) -> str:  # noqa: ANN001 - TaskRunContext
     out_dir = str(Path(parameters["out_dir"]).resolve())
     key = validation_key(parameters["data"], parameters["settings"])
-    if not (Path(out_dir) / key).is_dir():  # its files were deleted: never reuse the record
-        return f"validate-{key}-recompute-{time.time_ns()}"
     return f"validate-{key}-{hashlib.sha256(out_dir.encode()).hexdigest()[:8]}"
 
 

@@ -139,18 +139,3 @@ def test_duplicate_of_a_quarantined_row_keeps_the_valid_one(tmp_path):
     )
     assert report.quarantined == {31: "label not in the allowed set"}
     assert 32 in report.accepted_lines
-
-
-def test_cache_record_is_not_reused_once_its_files_are_gone(tmp_path):
-    from tasks.validate import _validate_task_key, validation_key
-
-    path = _write(tmp_path, _rows())
-    params = {
-        "data": DataSettings(path=path, labels=["a", "b"]),
-        "settings": ValidateSettings(),
-        "out_dir": tmp_path / "cache",
-    }
-    missing = _validate_task_key(None, params)
-    assert missing != _validate_task_key(None, params)  # recomputed, never a stale hit
-    (tmp_path / "cache" / validation_key(params["data"], params["settings"])).mkdir(parents=True)
-    assert _validate_task_key(None, params) == _validate_task_key(None, params)
