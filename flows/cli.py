@@ -582,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    # Prefect's cached task results (the data stage is cached) point at files under .tunegate/:
+    # keep the records there too, so deleting .tunegate never leaves a record to a missing file.
+    os.environ.setdefault(
+        "PREFECT_LOCAL_STORAGE_PATH", str(Path(".tunegate/prefect-results").resolve())
+    )
     args = build_parser().parse_args(argv)
     return args.func(args)
 
