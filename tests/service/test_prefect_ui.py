@@ -25,13 +25,16 @@ FLAGS = [
 ARTIFACTS = REPO / ".tunegate" / "test-artifacts"
 
 
-def _field(page, label: str):  # noqa: ANN001, ANN202 - playwright Page -> Locator
-    """The input of the schema-form property labelled `label` (the first one in the form)."""
+def _field(page, label: str, description: str | None = None):  # noqa: ANN001, ANN202
+    """The input of the schema-form property labelled `label`; with `description`, the property
+    whose help text is exactly that (several sections have a "Batch Size")."""
     prop = 'contains(concat(" ", normalize-space(@class), " "), " schema-form-property ")'
-    return page.locator(
-        f'xpath=//span[contains(@class, "schema-form-property__label") and normalize-space()="{label}"]'
-        f"/ancestor::div[{prop}][1]//input"
-    ).first
+    anchor = (
+        f'//*[normalize-space()="{description}"]'
+        if description
+        else f'//span[contains(@class, "schema-form-property__label") and normalize-space()="{label}"]'
+    )
+    return page.locator(f"xpath={anchor}/ancestor::div[{prop}][1]//input").first
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="apt-get install -y chromium")
@@ -47,11 +50,11 @@ def test_custom_run_from_the_prefect_ui_with_a_changed_setting(stack: Stack):
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(f"{stack.prefect_ui}/deployments/deployment/{deployment_id}/run")
             # the typed config renders as a form: a section per stage, a field per setting with
-            # its description and default; the first "Batch Size" is the train section's
+            # its description and default; "Batch Size" is picked by the train section's help
             epochs = _field(page, "Epochs (Optional)")
             epochs.wait_for(timeout=180_000)
             epochs.fill("2")
-            _field(page, "Batch Size (Optional)").fill("8")
+            _field(page, "Batch Size (Optional)", "Examples per step per process.").fill("8")
             page.screenshot(path=str(ARTIFACTS / "prefect-custom-run-form.png"), full_page=True)
             page.get_by_role("button", name="Submit").click()
             try:

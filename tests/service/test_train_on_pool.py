@@ -83,6 +83,16 @@ def prefect_server(tmp_path_factory):
     worker = None
     try:
         _wait_healthy(api, server, server_log)
+        # Create the pool first: a worker creates it only once it is up, which under load can
+        # be after the test deploys to it.
+        subprocess.run(
+            [PREFECT, "work-pool", "create", POOL, "--type", "process"],
+            env=env,
+            cwd=home,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
         worker_log = home / "worker.log"
         worker = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", POOL, "--type", "process"],
