@@ -128,8 +128,8 @@ def _first_error(exc: ValidationError) -> str:
     return "; ".join(messages)
 
 
-def load_config(path: Path | None, overrides: list[str] | None = None) -> RetrainConfig:
-    """YAML file (optional) + overrides -> validated config, or `ConfigError`."""
+def _read_raw(path: Path | None, overrides: list[str] | None) -> dict:
+    """The YAML file (optional) as a dict, with the `--set` overrides applied."""
     raw: dict = {}
     if path is not None:
         path = Path(path)
@@ -141,7 +141,12 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> Retrai
             raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
+    return apply_overrides(raw, overrides or [])
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None) -> RetrainConfig:
+    """YAML file (optional) + overrides -> validated config, or `ConfigError`."""
+    raw = _read_raw(path, overrides)
     if "data" not in raw:
         raise ConfigError("data.path: required; pass --config FILE or --set data.path=FILE")
     try:
@@ -155,18 +160,7 @@ def load_mlflow_settings(path: Path | None, overrides: list[str] | None = None) 
 
     The same `--config` / `--set` as `tunegate run`; the data section is not needed here.
     """
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"--config: file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
+    raw = _read_raw(path, overrides)
     try:
         return MLflowSettings.model_validate(raw.get("mlflow") or {})
     except ValidationError as exc:
