@@ -36,6 +36,7 @@ from tasks.augment import (
     synonym_swap,
     word_edit,
 )
+from tasks.serving import TextClassifier
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,11 @@ class Predictor(Protocol):
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
 
 
-class HeadPredictor:
-    """The base model with a fresh classification head: the reference before any champion."""
+class HeadPredictor(TextClassifier):
+    """The base model with a fresh classification head: the reference before any champion.
+
+    Only the loading differs from a trained folder; prediction is `TextClassifier`'s.
+    """
 
     def __init__(self, base_model: str, labels: list[str], max_length: int, seed: int) -> None:
         import torch
@@ -115,20 +119,6 @@ class HeadPredictor:
         self.tokenizer, self.model = load_classifier(base_model, labels, LoraSettings(), "full")
         self.model.eval()
         self._torch = torch
-
-    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        out = []
-        with self._torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(
-                    list(texts[start : start + batch_size]),
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                )
-                out.append(self._torch.softmax(self.model(**batch).logits, -1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
 
 class Perturber:
