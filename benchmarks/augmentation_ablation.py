@@ -56,7 +56,7 @@ def main() -> None:
     from tasks.pii import scrub_dataset
     from tasks.serving import TextClassifier
     from tasks.split import write_splits
-    from tasks.train import train_classifier
+    from tasks.train import run_training
     from tasks.validate import validate_records
 
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def main() -> None:
             best = json.loads(done.read_text())["best_val_f1"]
             print(f"[{name}] reused the model trained earlier in {out}", flush=True)
             return out / name / "model", best, float(rows)
-        result = train_classifier(
+        result = run_training(
             train_path,
             splits.val_path,
             labels,
@@ -106,13 +106,13 @@ def main() -> None:
             config.train,
             out / name,
         )
-        done.write_text(json.dumps({"best_val_f1": result.best_val_f1}))
+        done.write_text(json.dumps({"best_val_f1": result.best_metric}))
         print(
             f"[{name}] trained on {rows} rows, {result.epochs_run:.1f} epochs, "
-            f"best val macro-F1 {result.best_val_f1:.4f}, {time.perf_counter() - t0:.0f}s",
+            f"best val macro-F1 {result.best_metric:.4f}, {time.perf_counter() - t0:.0f}s",
             flush=True,
         )
-        return result.model_dir, result.best_val_f1, float(rows)
+        return result.model_dir, result.best_metric, float(rows)
 
     results: dict[str, dict[str, float]] = {}
     off_dir, off_val, off_rows = train("off", splits.train_path)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from flows.tiny_models import build_tiny_llama  # noqa: E402
 from tasks.evaluate import (  # noqa: E402
     DecodingSettings,
     generate_texts,
@@ -39,36 +40,6 @@ WORDS = (
     "the a applicant income debt loan paid late early high low risk score bureau file "
     "employer salary rent mortgage card balance limit missed payment history stable years"
 ).split()
-
-
-def build_tiny_llama(path: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<s>", "</s>", *WORDS, ":", "."])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-    ).save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
 
 
 def run(model, tokenizer, prompts, targets, batch_size: int) -> tuple[float, list[str], dict]:
@@ -96,7 +67,7 @@ def main() -> None:
         prompts.append(" ".join(words) + " :")
         targets.append(" ".join(words[:5]))
     with tempfile.TemporaryDirectory() as tmp:
-        build_tiny_llama(Path(tmp))
+        build_tiny_llama(Path(tmp), [" ".join(WORDS) + " : ."])
         model, tokenizer = load_causal_lm(Path(tmp))
         params = sum(p.numel() for p in model.parameters())
         print(f"model: tiny random Llama, {params:,} parameters, 2 layers, hidden 64")

@@ -86,6 +86,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# (metric key, title) shown per system when present: classification, then generation.
+SUMMARY_METRICS = (
+    ("f1_macro", "macro-F1"),
+    ("accuracy", "accuracy"),
+    ("robust_f1_macro", "robust macro-F1"),
+    ("rouge1", "ROUGE-1"),
+    ("rougeL", "ROUGE-L"),
+)
+
+
 def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
     m = summary.metrics
     lines = ["", "tunegate retrain summary", "========================"]
@@ -96,19 +106,12 @@ def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
         if values is None:
             lines.append(f"{name:<16} (none)")
         else:
-            lines.append(
-                f"{name:<16} macro-F1 {values['f1_macro']:.4f}  accuracy {values['accuracy']:.4f}"
-                + (
-                    f"  p95 {values['latency_p95_s'] * 1000:.0f} ms"
-                    if "latency_p95_s" in values
-                    else ""
-                )
-                + (
-                    f"  robust macro-F1 {values['robust_f1_macro']:.4f}"
-                    if "robust_f1_macro" in values
-                    else ""
-                )
-            )
+            shown = [
+                f"{title} {values[key]:.4f}" for key, title in SUMMARY_METRICS if key in values
+            ]
+            if "latency_p95_s" in values:
+                shown.append(f"p95 {values['latency_p95_s'] * 1000:.0f} ms")
+            lines.append(f"{name:<16} " + "  ".join(shown))
     if summary.gate.get("champion_version"):
         lines.append(f"compared against  champion v{summary.gate['champion_version']}")
     else:

@@ -65,6 +65,20 @@ class RetrainConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _task_matches_data(self) -> RetrainConfig:
+        if self.model.task == "generation" and not self.data.target_column:
+            raise ValueError(
+                "data.target_column: required with model.task: generation (the column holding "
+                "the text to write, e.g. summary)"
+            )
+        if self.model.task == "classification" and self.data.target_column:
+            raise ValueError(
+                "data.target_column: set, but model.task is classification; set "
+                "model.task: generation, or remove data.target_column to train on data.label_column"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _remote_training_needs_a_store(self) -> RetrainConfig:
         if self.train.work_pool and not self.storage.url:
             raise ValueError(

@@ -1,7 +1,10 @@
 """The retrain flow, top to bottom:
 
-(merge feedback batches) -> validate -> scrub PII -> split -> augment -> baseline -> train -> evaluate (candidate, champion)
--> gate -> register and promote.
+(merge feedback batches) -> validate -> scrub PII -> split -> augment -> baseline -> train ->
+evaluate (candidate, champion) -> gate -> register and promote.
+
+`model.task: classification` (macro-F1; few-shot baseline) or `generation` (ROUGE; zero-shot
+baseline; augmentation and adversarial examples are classification-only and skipped).
 
 Stages pass paths and small typed results, never models. Every stage logs to one MLflow run,
 tagged with the Prefect flow-run id. The run's files live in `<work_dir>/<flow run id>/`.
@@ -29,8 +32,11 @@ from tasks.evaluate import (
     baseline_task,
     evaluate_candidate_task,
     evaluate_classifier_on,
+    evaluate_generation_task,
+    evaluate_generator,
     evaluate_predictions,
     gate_targets,
+    generation_baseline_task,
     headline_keys,
     paired_bootstrap,
     plot_comparison,
@@ -147,11 +153,12 @@ def _run_stages(
     _log_feedback(tracker, feedback)
     _check_scrubbed(scrubbed, config)
     rows_in, quarantined = scrubbed.rows_in, scrubbed.rows_quarantined
+    generation = config.model.task == "generation"
     test_accepted = None
     audits = {"data": scrubbed.audit}
     if config.data.test_path is not None:
         test_data = config.data.model_copy(
-            update={"path": config.data.test_path, "labels": report.labels}
+            update={"path": config.data.test_path, "labels": report.labels or None}
         )
         test_report = validate_task(test_data, config.validate_, data_cache)
         if not test_report.passed:
@@ -190,21 +197,27 @@ def _run_stages(
     )
 
     # 4. augment the training split only; near-duplicates of val/test texts are dropped.
-    augmented = augment_task(
-        splits.train_path,
-        config.augment,
-        run_dir,
-        [splits.val_path, splits.test_path],
-        config.model.base_model,
-    )
-    _log_augmentation(tracker, augmented)
+    # Classification only: a perturbed input would no longer match its generation target.
+    train_path, robust_path, added = splits.train_path, None, 0
+    if generation:
+        logger.info("generation: augmentation and adversarial examples are skipped")
+    else:
+        augmented = augment_task(
+            splits.train_path,
+            config.augment,
+            run_dir,
+            [splits.val_path, splits.test_path],
+            config.model.base_model,
+        )
+        _log_augmentation(tracker, augmented)
+        train_path, added = augmented.train_path, augmented.rows_added
 
     # 4b. adversarial examples against the champion (else the base model with its head): flips
     # join the training split; the test split's hardest perturbations form the robustness slice.
-    train_path, robust_path = augmented.train_path, None
-    if config.adversarial.enabled:
+    adversarial_added = 0
+    if config.adversarial.enabled and not generation:
         adversarial = adversarial_task(
-            augmented.train_path,
+            train_path,
             splits.test_path,
             champion_model_dir(
                 config.mlflow.tracking_uri, config.mlflow.registered_model, run_dir / "champion"
@@ -216,6 +229,7 @@ def _run_stages(
             run_dir / "adversarial",
         )
         train_path, robust_path = adversarial.train_path, adversarial.robust_test_path
+        adversarial_added = adversarial.train_flipped
         tracker.log_metrics(
             {
                 "adversarial/train_flipped": adversarial.train_flipped,
@@ -231,8 +245,8 @@ def _run_stages(
         "quarantined": quarantined,
         "scrubbed_records_with_pii": scrubbed.audit["records_with_pii"],
         **splits.sizes,
-        "augmented": augmented.rows_added,
-        "adversarial": adversarial.train_flipped if config.adversarial.enabled else 0,
+        "augmented": added,
+        "adversarial": adversarial_added,
         "leakage_removed": splits.leakage_removed,
         "feedback_added": feedback.added,
         "feedback_duplicates": feedback.duplicates,
@@ -240,24 +254,34 @@ def _run_stages(
     tracker.log_metrics({f"rows_{k}": v for k, v in rows.items()})
     tracker.set_tags({"tunegate.dataset_version": splits.dataset_version})
 
-    # 5. baseline: the untuned base model with a few-shot head, cached per dataset version.
-    baseline = baseline_task(
-        Path(config.work_dir) / "cache",
-        config.model.base_model,
-        splits.dataset_version,
-        splits.train_path,
-        splits.test_path,
-        labels,
-        config.evaluate,
-        config.split.seed,
-    )
+    # 5. baseline, cached per dataset version: the untuned base model with a few-shot head
+    # (classification), or prompted zero-shot exactly as the fine-tuned model will be (generation).
+    if generation:
+        baseline = generation_baseline_task(
+            Path(config.work_dir) / "cache",
+            config.model,
+            splits.dataset_version,
+            splits.test_path,
+            config.evaluate,
+        )
+    else:
+        baseline = baseline_task(
+            Path(config.work_dir) / "cache",
+            config.model.base_model,
+            splits.dataset_version,
+            splits.train_path,
+            splits.test_path,
+            labels,
+            config.evaluate,
+            config.split.seed,
+        )
 
     # 6. train: here, or as its own deployment on `train.work_pool` (see flows/train_remote.py).
     if config.train.work_pool:
         trained = train_on_pool(
             train_path,
             splits.val_path,
-            labels,
+            None if generation else labels,
             config.model,
             config.lora,
             config.train,
@@ -273,7 +297,7 @@ def _run_stages(
         trained = train_task.with_options(retries=config.train.retries)(
             train_path,
             splits.val_path,
-            labels if config.model.task == "classification" else None,
+            None if generation else labels,
             config.model,
             config.lora,
             config.train,
@@ -289,17 +313,26 @@ def _run_stages(
         tracker.set_tags({"tunegate.overfitting_warning": trained.overfitting_warning})
 
     # 7. evaluate candidate and champion on the same test split (and the adversarial slice).
-    candidate = evaluate_candidate_task(trained.model_dir, splits.test_path, config.evaluate)
     champion_version, champion_model = load_champion(
         config.mlflow.tracking_uri, config.mlflow.registered_model
     )
     champion = None
-    if champion_model is not None:
-        champion = evaluate_predictions(
-            lambda texts: champion_model.predict(_frame(texts))["label"].tolist(),
-            splits.test_path,
-            labels,
-        )
+    if generation:
+        candidate = evaluate_generation_task(trained.model_dir, splits.test_path, config.evaluate)
+        if champion_model is not None:
+            champion = evaluate_generator(
+                lambda texts: champion_model.predict(_frame(texts))["output"].tolist(),
+                splits.test_path,
+                config.evaluate,
+            )
+    else:
+        candidate = evaluate_candidate_task(trained.model_dir, splits.test_path, config.evaluate)
+        if champion_model is not None:
+            champion = evaluate_predictions(
+                lambda texts: champion_model.predict(_frame(texts))["label"].tolist(),
+                splits.test_path,
+                labels,
+            )
     if robust_path is not None:
         # the robustness slice, beside the clean metrics, for the gate and the summary
         candidate.metrics.update(
@@ -314,7 +347,7 @@ def _run_stages(
                 )
             )
     adversarial = {}
-    if config.evaluate.adversarial_path is not None:
+    if config.evaluate.adversarial_path is not None and not generation:
         predictors = {"candidate": TextClassifier(trained.model_dir).predict}
         if champion_model is not None:
             predictors["champion"] = lambda t: champion_model.predict(_frame(t))["label"].tolist()
@@ -365,10 +398,11 @@ def _run_stages(
             "tunegate.compared_with_champion": champion_version or "-",
         }
     )
-    plots = [
-        plot_confusion(candidate, run_dir / "confusion_matrix.png", "Candidate (test split)"),
-        plot_comparison(candidate, baseline, champion, run_dir / "comparison.png", intervals),
-    ]
+    plots = [plot_comparison(candidate, baseline, champion, run_dir / "comparison.png", intervals)]
+    if not generation:
+        plots.append(
+            plot_confusion(candidate, run_dir / "confusion_matrix.png", "Candidate (test split)")
+        )
     report_path = write_report(
         candidate,
         baseline,
@@ -397,7 +431,14 @@ def _run_stages(
             "mlflow_run_id": tracker.run_id,
             **{
                 k: f"{candidate.metrics[k]:.4f}"
-                for k in ("f1_macro", "accuracy", "f1_weighted", "latency_p95_s")
+                for k in (
+                    "f1_macro",
+                    "accuracy",
+                    "f1_weighted",
+                    "rouge1",
+                    "rougeL",
+                    "latency_p95_s",
+                )
                 if k in candidate.metrics
             },
         },
@@ -575,12 +616,24 @@ def _log_dataset(tracker: Tracker, train_path: Path, version: str, source: Path)
 def _model_card(
     config: RetrainConfig, version: str, candidate: EvalResult, decision: GateDecision
 ) -> str:
+    shown = {
+        "f1_macro": "macro-F1",
+        "accuracy": "accuracy",
+        "rouge1": "ROUGE-1",
+        "rougeL": "ROUGE-L",
+        "latency_p95_s": "p95 latency (s)",
+    }
     lines = [
         f"Fine-tuned from `{config.model.base_model}` ({config.train.method}, r={config.lora.r}) "
         f"for {config.model.task} on dataset version `{version}`.",
         "",
-        f"Test macro-F1 {candidate.metrics['f1_macro']:.4f}, accuracy {candidate.metrics['accuracy']:.4f}, "
-        f"p95 latency {candidate.metrics.get('latency_p95_s', float('nan')):.3f}s.",
+        "Test: "
+        + ", ".join(
+            f"{name} {candidate.metrics[key]:.4f}"
+            for key, name in shown.items()
+            if key in candidate.metrics
+        )
+        + ".",
         "",
         f"Config digest `{_config_digest(config)}`.",
         "",

@@ -25,6 +25,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ from sklearn.metrics import (
 
 from tasks import stage_logger
 from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
+
+if TYPE_CHECKING:
+    from tasks.train import ModelSettings
 
 
 class DecodingSettings(BaseModel):
@@ -85,7 +89,8 @@ class EvaluateSettings(BaseModel):
     )
     prompt_template: str = Field(
         default="{text}\nSummary:",
-        description="Generation: prompt built from `text` when the test file has no `prompt`.",
+        description="Standalone `evaluate_generation` of a text/summary file only; the flow "
+        "prompts exactly as training does (model.prompt_template or the chat template).",
     )
     decoding: DecodingSettings = Field(
         default_factory=lambda: DecodingSettings(), description="Generation: decoding config."
@@ -518,28 +523,48 @@ def evaluate_generation(
     return result
 
 
+def evaluate_generator(
+    generate: Callable[[list[str]], list[str]], test_path: Path, settings: EvaluateSettings
+) -> EvalResult:
+    """ROUGE, exact match and output length of `generate` on a split's `text` -> `target` pairs,
+    plus single-request latency. The flow's candidate, champion and baseline all go through here.
+    """
+    test = read_table(test_path)
+    missing = {"text", "target"} - set(test.columns)
+    if missing:
+        raise ValueError(f"{test_path}: missing columns {sorted(missing)}; expected text, target")
+    texts = test["text"].astype(str).tolist()
+    result = generation_metrics(generate(texts), test["target"].astype(str).tolist())
+    result.metrics.update(
+        measure_latency(lambda t: generate([t]), texts[: settings.latency_samples])
+    )
+    return result
+
+
 def cached_generation_baseline(
     cache_dir: Path,
-    base_model: str,
+    model_settings: ModelSettings,
     dataset_version: str,
     test_path: Path,
     settings: EvaluateSettings,
 ) -> tuple[EvalResult, bool]:
-    """The zero-shot baseline for generation: the untuned base causal LM on the same prompts.
+    """The zero-shot baseline for generation: the untuned base causal LM, prompted exactly as the
+    fine-tuned model is (same template or chat template, same input budget, same decoding).
 
-    Cached per (base model, dataset version, prompt template and decoding). (result, was_cached).
+    Cached per (model settings, dataset version, latency samples). (result, was_cached).
     """
     import hashlib
 
-    from tasks.train import resolve_base_model
+    from tasks.serving import TextGenerator
 
-    recipe = settings.prompt_template + settings.decoding.model_dump_json()
+    recipe = model_settings.model_dump_json() + str(settings.latency_samples)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
-    path = cache_dir / f"baseline-gen-{Path(base_model).name}-{dataset_version}-{digest}.json"
+    name = Path(model_settings.base_model).name
+    path = Path(cache_dir) / f"baseline-gen-{name}-{dataset_version}-{digest}.json"
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
-    result = evaluate_generation(resolve_base_model(base_model), test_path, settings)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    result = evaluate_generator(TextGenerator.untuned(model_settings).generate, test_path, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.model_dump_json())
     return result, False
 
@@ -681,13 +706,35 @@ def evaluate_candidate_task(
 def evaluate_generation_task(
     model_dir: Path, test_path: Path, settings: EvaluateSettings
 ) -> EvalResult:
+    """The fine-tuned generation model on the test split, prompted as in training."""
+    from tasks.serving import TextGenerator
+
+    generator = TextGenerator(model_dir)
     logger = stage_logger(__name__)
-    return evaluate_generation(
-        model_dir,
-        test_path,
-        settings,
-        progress=lambda done, total: logger.info("generated %d/%d", done, total),
+
+    def generate(texts: list[str]) -> list[str]:
+        if len(texts) > 1:
+            logger.info("generating %d answers", len(texts))
+        return generator.generate(texts, settings.batch_size)
+
+    return evaluate_generator(generate, test_path, settings)
+
+
+@task(name="evaluate-baseline-generation")
+def generation_baseline_task(
+    cache_dir: Path,
+    model_settings: ModelSettings,
+    dataset_version: str,
+    test_path: Path,
+    settings: EvaluateSettings,
+) -> EvalResult:
+    result, cached = cached_generation_baseline(
+        cache_dir, model_settings, dataset_version, test_path, settings
     )
+    stage_logger(__name__).info(
+        "zero-shot baseline %s: rouge1 %.4f", "(cached)" if cached else "", result.metrics["rouge1"]
+    )
+    return result
 
 
 @task(name="evaluate-baseline")

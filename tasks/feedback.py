@@ -184,11 +184,11 @@ def _record_problem(value: object, data: DataSettings) -> str | None:
     text = value.get(data.text_column)
     if not isinstance(text, str) or not text.strip():
         return f"'{data.text_column}' must be a non-empty string"
-    label = value.get(data.label_column)
+    label = value.get(data.y_column)  # the label, or the target text of generation data
     if not isinstance(label, str) or not label.strip():
-        return f"'{data.label_column}' must be a non-empty string"
+        return f"'{data.y_column}' must be a non-empty string"
     if data.labels is not None and label not in data.labels:
-        return f"'{data.label_column}' is not one of the allowed labels (data.labels)"
+        return f"'{data.y_column}' is not one of the allowed labels (data.labels)"
     return None
 
 
@@ -376,10 +376,7 @@ def merge_feedback(data: DataSettings, store: FeedbackStore, out_path: Path) -> 
             key = normalise_text(row[data.text_column])
             if key in index:
                 earlier = index[key]
-                if (
-                    earlier not in dropped
-                    and rows[earlier][data.label_column] == row[data.label_column]
-                ):
+                if earlier not in dropped and rows[earlier][data.y_column] == row[data.y_column]:
                     merge.duplicates += 1
                     continue
                 merge.relabelled += 1

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -28,7 +28,7 @@ class DataSettings(BaseModel):
     path: Path = Field(description="Labelled data file: JSONL, CSV or Parquet.")
     test_path: Path | None = Field(
         default=None,
-        description="Optional held-out test file (same columns). Otherwise a stratified split.",
+        description="Optional held-out test file (same columns). Otherwise split from data.path.",
     )
     text_column: str = Field(default="text", description="Column with the input text.")
     label_column: str = Field(default="label", description="Column with the label.")
@@ -39,6 +39,29 @@ class DataSettings(BaseModel):
         default=None,
         description="Allowed labels. Inferred from the data (sorted) when absent.",
     )
+    target_column: str | None = Field(
+        default=None,
+        description="Generation (model.task: generation): column with the text to write, e.g. "
+        "the summary. Set, it replaces label_column and labels.",
+    )
+
+    @model_validator(mode="after")
+    def _target_or_labels(self) -> DataSettings:
+        if self.target_column is not None and self.labels is not None:
+            raise ValueError(
+                "data.labels: a generation data set (data.target_column set) has no labels; "
+                "remove data.labels"
+            )
+        return self
+
+    @property
+    def y_column(self) -> str:
+        """The column a model learns to produce: the target text, else the label."""
+        return self.target_column or self.label_column
+
+    @property
+    def generation(self) -> bool:
+        return self.target_column is not None
 
 
 class DataReadError(Exception):

@@ -1162,11 +1162,16 @@ class PIIAudit:
     records_unreadable: int = 0
 
     def add(self, counts: Counter, column: str = "text") -> None:
+        self.add_row({column: counts})
+
+    def add_row(self, per_column: dict[str, Counter]) -> None:
+        """One record, scrubbed in one or more columns (input text; target for generation)."""
         self.records += 1
-        if counts:
+        if any(per_column.values()):
             self.records_with_pii += 1
-        self.entities.update(counts)
-        self.by_column.setdefault(column, Counter()).update(counts)
+        for column, counts in per_column.items():
+            self.entities.update(counts)
+            self.by_column.setdefault(column, Counter()).update(counts)
 
     def as_dict(self) -> dict:
         return {
@@ -1311,6 +1316,8 @@ def scrub_dataset(
 ) -> ScrubResult:
     """Write `<name>_accepted.parquet` (_line, text, label) and the quarantine file, scrubbed.
 
+    Generation data (`data.target_column`) gets (_line, text, target), both texts scrubbed.
+
     The quarantine file has the input's format (`<name>_quarantine.<ext>`) with `_line` and
     `_reason`. Both come straight from the source file, so no unscrubbed copy is ever written.
     Rows with a drop_row entity or a residual hit (with residual_action=quarantine) move from
@@ -1319,45 +1326,52 @@ def scrub_dataset(
     loaded = read_records(data.path)
     frame = loaded.frame.set_index("_line", drop=False)
     accepted = frame.loc[report.accepted_lines]
-    raw_texts = [str(t) for t in accepted[data.text_column]]
-    results = scrub_many(raw_texts, settings) if settings.enabled else [None] * len(raw_texts)
+    columns = [data.text_column] + ([data.y_column] if data.generation else [])
+    raw = {c: [str(t) for t in accepted[c]] for c in columns}
+    results = {
+        c: scrub_many(raw[c], settings) if settings.enabled else [None] * len(accepted)
+        for c in columns
+    }
     audit = PIIAudit()
     quarantined = dict(report.quarantined)
-    keep_lines, keep_texts = [], []
-    for line, raw, result in zip(accepted["_line"].astype(int), raw_texts, results, strict=True):
-        if result is None:
-            keep_lines.append(line)
-            keep_texts.append(raw)
-            audit.add(Counter(), f"{data.text_column}")
-            continue
-        audit.add(result.counts, data.text_column)
-        audit.residual_hits.update(result.residual)
-        if result.residual and settings.residual_action == "fail":
+    keep_lines: list[int] = []
+    keep: dict[str, list[str]] = {c: [] for c in columns}
+    for i, line in enumerate(accepted["_line"].astype(int)):
+        row = {c: results[c][i] for c in columns}
+        audit.add_row({c: r.counts if r else Counter() for c, r in row.items()})
+        drop: set[str] = set()
+        residual: Counter = Counter()
+        for result in filter(None, row.values()):
+            residual.update(result.residual)
+            if result.drop:
+                drop.update(e for e in result.counts if settings.operator(e) is Operator.drop_row)
+        audit.residual_hits.update(residual)
+        if residual and settings.residual_action == "fail":
             raise ResidualPII(
-                f"residual scan found {dict(result.residual)} in line {line} after scrubbing; "
+                f"residual scan found {dict(residual)} in line {line} after scrubbing; "
                 "fix the recognizers or set pii.residual_action=quarantine"
             )
-        if result.drop:
+        if drop:
             audit.rows_dropped += 1
-            dropped = sorted(e for e in result.counts if settings.operator(e) is Operator.drop_row)
-            quarantined[line] = f"contains {', '.join(dropped)} (pii.operators: drop_row)"
-        elif result.residual:
-            quarantined[line] = (
-                f"residual PII after scrubbing: {', '.join(sorted(result.residual))}"
-            )
+            quarantined[line] = f"contains {', '.join(sorted(drop))} (pii.operators: drop_row)"
+        elif residual:
+            quarantined[line] = f"residual PII after scrubbing: {', '.join(sorted(residual))}"
         else:
             keep_lines.append(line)
-            keep_texts.append(result.text)
+            for c in columns:
+                keep[c].append(row[c].text if row[c] else raw[c][i])
     out_dir.mkdir(parents=True, exist_ok=True)
     accepted_path = out_dir / f"{name}_accepted.parquet"
     kept = frame.loc[keep_lines] if keep_lines else frame.iloc[0:0]
-    pd.DataFrame(
-        {
-            "_line": pd.Series(keep_lines, dtype="int64"),
-            "text": pd.Series(keep_texts, dtype=object),
-            "label": kept[data.label_column].astype(str).to_numpy(),
-        }
-    ).to_parquet(accepted_path, index=False)
+    table = {
+        "_line": pd.Series(keep_lines, dtype="int64"),
+        "text": pd.Series(keep[data.text_column], dtype=object),
+    }
+    if data.generation:
+        table["target"] = pd.Series(keep[data.y_column], dtype=object)
+    else:
+        table["label"] = kept[data.label_column].astype(str).to_numpy()
+    pd.DataFrame(table).to_parquet(accepted_path, index=False)
 
     quarantine_path = write_quarantine(
         loaded, quarantined, settings, out_dir / f"{name}_quarantine", data.path, audit

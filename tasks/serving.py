@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from tasks.train import ModelSettings
 
 
 class TextClassifier:
@@ -76,14 +80,13 @@ class TextGenerator:
     budget), decoding is greedy, at most `max_new_tokens` (from training) per answer."""
 
     def __init__(self, model_dir: Path) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tasks.train import ModelSettings, prompt_parts, resolve_base_model
+        from tasks.train import ModelSettings, resolve_base_model
 
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / "tunegate.json").read_text())
-        self.settings = ModelSettings(
+        settings = ModelSettings(
             base_model=meta["base_model"],
             task="generation",
             max_length=meta["max_length"],
@@ -91,21 +94,43 @@ class TextGenerator:
             prompt_template=meta["prompt_template"],
             max_new_tokens=meta["max_new_tokens"],
         )
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if meta.get("merged"):
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir / "merged")
+            model = AutoModelForCausalLM.from_pretrained(model_dir / "merged")
         elif meta["method"] in ("lora", "qlora"):
             from peft import PeftModel
 
             base = AutoModelForCausalLM.from_pretrained(resolve_base_model(meta["base_model"]))
-            self.model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+            model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.eval()
-        self.parts = prompt_parts(self.tokenizer, self.settings)
-        self._torch = torch
+            model = AutoModelForCausalLM.from_pretrained(model_dir)
+        self._setup(model, tokenizer, settings)
+
+    @classmethod
+    def untuned(cls, settings: ModelSettings) -> TextGenerator:
+        """The base model as it is, prompted exactly as a fine-tuned one: the zero-shot baseline."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from tasks.train import resolve_base_model
+
+        path = resolve_base_model(settings.base_model)
+        generator = cls.__new__(cls)
+        generator._setup(
+            AutoModelForCausalLM.from_pretrained(path),
+            AutoTokenizer.from_pretrained(path),
+            settings,
+        )
+        return generator
+
+    def _setup(self, model, tokenizer, settings: ModelSettings) -> None:  # noqa: ANN001
+        from tasks.train import prompt_parts
+
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.parts = prompt_parts(tokenizer, settings)
 
     def generate(self, texts: list[str], batch_size: int = 16) -> list[str]:
         from tasks.train import encode_prompt, generate_texts

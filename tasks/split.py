@@ -1,4 +1,10 @@
-"""Version the accepted rows and split them into train / validation / test, stratified and seeded.
+"""Version the accepted rows and split them into train / validation / test.
+
+`split.method: hash` (the default) puts each row in a split by a seeded hash of its normalised
+text, so a row keeps its split when rows are added (feedback, re-annotation): a retrain never
+tests on rows the champion trained on, and the champion comparison stays honest. A class left
+without a val or test row takes its lowest-hash training row. `stratified` is scikit-learn's
+exact stratified split, re-drawn whenever the data change.
 
 The dataset version is a content hash of the canonicalised rows (text, label, in line order) and
 of the settings that shape the splits, so the same data and settings always give the same
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -32,7 +39,12 @@ class SplitSettings(BaseModel):
         lt=0.5,
         description="Share for the test split (ignored with data.test_path).",
     )
-    seed: int = Field(default=13, description="Seed of the stratified split.")
+    method: Literal["hash", "stratified"] = Field(
+        default="hash",
+        description="hash: a row's split follows from its text, stable when rows are added; "
+        "stratified: exact class proportions, re-drawn when the data change.",
+    )
+    seed: int = Field(default=13, description="Seed of the split.")
     near_duplicate_threshold: float = Field(
         default=0.8,
         gt=0,
@@ -55,10 +67,10 @@ class SplitResult(BaseModel):
 
 
 def dataset_version(frames: list[pd.DataFrame], settings: BaseModel) -> str:
-    """sha256 over canonical (text, label) rows and the split settings; first 16 hex digits."""
+    """sha256 over canonical (text, label or target) rows and the split settings; 16 hex digits."""
     digest = hashlib.sha256()
     for frame in frames:
-        for text, label in zip(frame["text"], frame["label"], strict=True):
+        for text, label in zip(frame["text"], frame[_y(frame)], strict=True):
             digest.update(json.dumps([text, label], ensure_ascii=False).encode())
             digest.update(b"\n")
         digest.update(b"--\n")
@@ -66,29 +78,81 @@ def dataset_version(frames: list[pd.DataFrame], settings: BaseModel) -> str:
     return digest.hexdigest()[:16]
 
 
+def _y(frame: pd.DataFrame) -> str:
+    """`label` for classification; generation rows carry a `target` text instead."""
+    return "label" if "label" in frame.columns else "target"
+
+
+def _strata(frame: pd.DataFrame) -> pd.Series | None:
+    """Stratify on the label; generation targets are free text, so their split is plain random."""
+    return frame["label"] if "label" in frame.columns else None
+
+
+def stable_unit(texts: pd.Series, seed: int) -> np.ndarray:
+    """A number in [0, 1) per text from a seeded hash of its normalised form."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.sha256(f"{seed}:{normalise_text(t)}".encode()).digest()[:8])
+            / 2**64
+            for t in texts
+        ]
+    )
+
+
+def hash_split(
+    frame: pd.DataFrame, settings: SplitSettings, test_frame: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split by `stable_unit`: test below test_fraction, then val, the rest train."""
+    u = stable_unit(frame["text"], settings.seed)
+    test_cut = 0.0 if test_frame is not None else settings.test_fraction
+    part = np.where(
+        u < test_cut, "test", np.where(u < test_cut + settings.val_fraction, "val", "train")
+    )
+    if "label" in frame.columns:  # every class in every held-out split, if it has the rows
+        for label in frame["label"].unique():
+            for name in ("val",) if test_frame is not None else ("test", "val"):
+                members = np.flatnonzero(frame["label"].to_numpy() == label)
+                if (part[members] == name).any():
+                    continue
+                spare = members[part[members] == "train"]
+                if len(spare) > 1:
+                    part[spare[np.argmin(u[spare])]] = name
+    test = test_frame if test_frame is not None else frame[part == "test"]
+    return frame[part == "train"], frame[part == "val"], test
+
+
 def split_frame(
     frame: pd.DataFrame, settings: SplitSettings, test_frame: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
     """(train, val, test, rows removed for leakage). An explicit test frame wins over a split."""
     leakage = 0
+    if test_frame is not None:
+        test_texts = set(test_frame["text"].map(normalise_text))
+        keep = ~frame["text"].map(normalise_text).isin(test_texts)
+        leakage = int((~keep).sum())
+        frame = frame[keep]
+    if settings.method == "hash":
+        train, val, test = hash_split(frame, settings, test_frame)
+        return (
+            train.reset_index(drop=True),
+            val.reset_index(drop=True),
+            test.reset_index(drop=True),
+            leakage,
+        )
     if test_frame is None:
         rest, test = train_test_split(
             frame,
             test_size=settings.test_fraction,
-            stratify=frame["label"],
+            stratify=_strata(frame),
             random_state=settings.seed,
         )
     else:
-        test = test_frame
-        test_texts = set(test["text"].map(normalise_text))
-        keep = ~frame["text"].map(normalise_text).isin(test_texts)
-        leakage = int((~keep).sum())
-        rest = frame[keep]
+        test, rest = test_frame, frame
     val_share = settings.val_fraction / (
         1 - (0 if test_frame is not None else settings.test_fraction)
     )
     train, val = train_test_split(
-        rest, test_size=val_share, stratify=rest["label"], random_state=settings.seed
+        rest, test_size=val_share, stratify=_strata(rest), random_state=settings.seed
     )
     return (
         train.reset_index(drop=True),
@@ -199,6 +263,7 @@ def write_splits(
         class_counts={
             name: {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()}
             for name, part in (("train", train), ("val", val), ("test", test))
+            if "label" in part.columns
         },
         leakage_removed=leakage,
         near_duplicates=near,

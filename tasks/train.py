@@ -147,9 +147,10 @@ class TrainSettings(BaseModel):
     )
     epochs: float = Field(default=3, gt=0, description="Passes over the training split.")
     learning_rate: float = Field(
-        default=2e-3,
+        default=1e-3,
         gt=0,
-        description="Peak learning rate. 2e-3 suits LoRA on a small encoder; 7-8B models: 1e-5.",
+        description="Peak learning rate. 1e-3 suits LoRA on a small encoder (2e-3 can stall at "
+        "the majority class); 7-8B models: 1e-5.",
     )
     batch_size: int = Field(default=16, ge=1, description="Examples per step per process.")
     gradient_accumulation_steps: int = Field(

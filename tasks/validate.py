@@ -1,11 +1,11 @@
 """Validate labelled records with a Great Expectations suite built from the config.
 
 Row-level failures (null or blank text, text too short or too long, a label outside the allowed
-set, a duplicate text or id) quarantine that row with a reason. A missing column raises
-`ValidationFailed`; the other table-level failures (too few rows, a class below its minimum, too
-much quarantined, a failed
-table-level user expectation) are listed in `report.problems` and the flow stops before
-training. Every row is accounted for: rows in = accepted + quarantined.
+set, a duplicate text or id; for generation data, a missing or blank target) quarantine that row
+with a reason. A missing column raises `ValidationFailed`; the other table-level failures (too
+few rows, a class below its minimum, too much quarantined, a failed table-level user
+expectation) are listed in `report.problems` and the flow stops before training. Every row
+is accounted for: rows in = accepted + quarantined.
 
 The report holds line numbers and reasons only, never text, so it is safe to log.
 """
@@ -173,6 +173,8 @@ def resolve_labels(
     frame: pd.DataFrame, data: DataSettings, settings: ValidateSettings
 ) -> list[str]:
     """The allowed labels: configured, or every label with at least `min_rows_per_class` rows."""
+    if data.generation:
+        return []  # generation: a target text per row, no label set
     if data.labels:
         return [str(label) for label in data.labels]
     counts = frame[data.label_column].dropna().astype(str).value_counts()
@@ -194,7 +196,11 @@ def _as_text(value: object) -> str | None:
 
 def check_columns(frame: pd.DataFrame, data: DataSettings) -> None:
     present = [c for c in frame.columns if c != "_line"]
-    wanted = {"data.text_column": data.text_column, "data.label_column": data.label_column}
+    wanted = {"data.text_column": data.text_column}
+    if data.generation:
+        wanted["data.target_column"] = data.y_column
+    else:
+        wanted["data.label_column"] = data.label_column
     if data.id_column:
         wanted["data.id_column"] = data.id_column
     for key, column in wanted.items():
@@ -210,6 +216,8 @@ TEXT_SHA = "text_sha256"
 TEXT_CHARS = "text_chars_stripped"
 NORM_SHA = "text_normalised_sha256"
 ID_SHA = "id_sha256"
+TARGET_SHA = "target_sha256"  # generation: the target text, hashed like the input
+TARGET_CHARS = "target_chars_stripped"
 
 
 def _sha(value: str) -> str:
@@ -229,10 +237,18 @@ def _build_suite(
             column=TEXT_CHARS, min_value=settings.min_chars, max_value=settings.max_chars
         )
     )
-    suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=data.label_column))
-    suite.add_expectation(
-        gxe.ExpectColumnValuesToBeInSet(column=data.label_column, value_set=labels)
-    )
+    if data.generation:
+        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=TARGET_SHA))
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=TARGET_CHARS, min_value=1, max_value=settings.max_chars
+            )
+        )
+    else:
+        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=data.label_column))
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeInSet(column=data.label_column, value_set=labels)
+        )
     if settings.unique_texts:
         suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=NORM_SHA))
     if data.id_column and settings.unique_ids:
@@ -314,11 +330,20 @@ def _validation_frame(
             NORM_SHA: pd.Series(
                 [_sha(normalise_text(t)) if t else None for t in stripped], dtype=object
             ),
-            data.label_column: pd.Series(
-                [_as_text(v) for v in frame[data.label_column]], dtype=object
-            ),
         }
     )
+    if data.generation:
+        targets = [_as_text(v) for v in frame[data.y_column]]
+        work[TARGET_SHA] = pd.Series(
+            [None if t is None else _sha(t) for t in targets], dtype=object
+        )
+        work[TARGET_CHARS] = pd.Series(
+            [None if t is None else len(t.strip()) for t in targets], dtype="Int64"
+        )
+    else:
+        work[data.label_column] = pd.Series(
+            [_as_text(v) for v in frame[data.label_column]], dtype=object
+        )
     if data.id_column:
         work[ID_SHA] = [_sha(str(v)) for v in frame[data.id_column]]
     regex_columns = []
@@ -361,6 +386,8 @@ def _reason_for(
         ("expect_column_values_to_not_be_null", data.label_column): "label is missing",
         ("expect_column_values_to_be_in_set", data.label_column): "label not in the allowed set",
         ("expect_column_values_to_be_unique", NORM_SHA): "duplicate text",
+        ("expect_column_values_to_not_be_null", TARGET_SHA): "target is missing",
+        ("expect_column_values_to_be_between", TARGET_CHARS): "target is blank or too long",
         ("expect_column_values_to_be_unique", ID_SHA): "duplicate id",
     }
     if (expectation, column) in fixed:
@@ -441,7 +468,9 @@ def validate_records(
         data_docs=docs,
     )
     report.problems = problems + check_table(
-        report, work.set_index("_line")[data.label_column], settings
+        report,
+        work.set_index("_line")[TARGET_SHA if data.generation else data.label_column],
+        settings,
     )
     report.seconds = time.perf_counter() - started
     return report

@@ -18,6 +18,7 @@ from tasks.evaluate import (
     classification_metrics,
     compute_rouge,
     evaluate_generation,
+    evaluate_generator,
     generate_texts,
     generation_metrics,
     load_causal_lm,
@@ -69,38 +70,10 @@ def test_generation_metrics_exact_match_and_length():
 
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from flows.tiny_models import build_tiny_llama
 
     path = tmp_path_factory.mktemp("tiny-llama")
-    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<s>", "</s>", *WORDS, ":", "."])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-    )
-    fast.save_pretrained(path)
-    import torch
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=3,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
+    return build_tiny_llama(path, [" ".join(WORDS) + " : ."], hidden_size=32)
 
 
 def _prompts(n: int, seed: int = 0) -> list[str]:
@@ -181,22 +154,28 @@ def test_paired_bootstrap_generation_and_report(tmp_path):
 
 
 def test_zero_shot_generation_baseline_is_cached(tiny_llama_dir, tmp_path):
+    """The untuned base model, prompted as training prompts; cached per model settings."""
     from tasks.evaluate import cached_generation_baseline
+    from tasks.train import ModelSettings
 
-    test_path = tmp_path / "test.jsonl"
-    pd.DataFrame({"prompt": _prompts(4, seed=2), "target": ["cat"] * 4}).to_json(
-        test_path, orient="records", lines=True
+    test_path = tmp_path / "test.parquet"
+    pd.DataFrame({"text": _prompts(4, seed=2), "target": ["cat"] * 4}).to_parquet(test_path)
+    settings = EvaluateSettings(latency_samples=1)
+    model = ModelSettings(
+        base_model=str(tiny_llama_dir),
+        task="generation",
+        prompt_template="{input} :",
+        max_new_tokens=3,
     )
-    settings = EvaluateSettings(latency_samples=1, decoding=DecodingSettings(max_new_tokens=3))
-    first, cached = cached_generation_baseline(
-        tmp_path / "cache", str(tiny_llama_dir), "v1", test_path, settings
-    )
+    first, cached = cached_generation_baseline(tmp_path / "cache", model, "v1", test_path, settings)
     assert not cached and len(first.predictions) == 4
-    again, cached = cached_generation_baseline(
-        tmp_path / "cache", str(tiny_llama_dir), "v1", test_path, settings
-    )
+    assert all(len(p.split()) <= 3 for p in first.predictions)
+    assert first.references == ["cat"] * 4 and "latency_p95_s" in first.metrics
+    again, cached = cached_generation_baseline(tmp_path / "cache", model, "v1", test_path, settings)
     assert cached and again.predictions == first.predictions
-    other = settings.model_copy(update={"decoding": DecodingSettings(max_new_tokens=2)})
-    assert not cached_generation_baseline(
-        tmp_path / "cache", str(tiny_llama_dir), "v1", test_path, other
-    )[1]
+    other = model.model_copy(update={"max_new_tokens": 2})
+    assert not cached_generation_baseline(tmp_path / "cache", other, "v1", test_path, settings)[1]
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"text": ["a"], "summary": ["b"]}).to_parquet(bad)
+    with pytest.raises(ValueError, match="expected text, target"):
+        evaluate_generator(lambda texts: texts, bad, settings)

@@ -25,13 +25,38 @@ def _frame(n=200):
 
 def test_split_is_stratified_disjoint_and_seeded():
     frame = _frame()
-    s = SplitSettings(val_fraction=0.1, test_fraction=0.2, seed=1)
+    s = SplitSettings(method="stratified", val_fraction=0.1, test_fraction=0.2, seed=1)
     train, val, test, _ = split_frame(frame, s)
     assert len(train) + len(val) + len(test) == len(frame)
     assert set(train.text).isdisjoint(test.text) and set(train.text).isdisjoint(val.text)
     assert test.label.value_counts().to_dict() == {"a": 10, "b": 10, "c": 10, "d": 10}
     again = split_frame(frame, s)[2]
     assert again.text.tolist() == test.text.tolist()
+
+
+def test_hash_split_keeps_every_row_in_its_split_when_rows_are_added():
+    frame = _frame(2000)
+    s = SplitSettings(val_fraction=0.1, test_fraction=0.15, seed=1)
+    train, val, test, _ = split_frame(frame.iloc[:1500], s)
+    assert len(train) + len(val) + len(test) == 1500
+    assert set(train.text).isdisjoint(test.text) and set(val.text).isdisjoint(test.text)
+    assert abs(len(test) - 225) < 45 and abs(len(val) - 150) < 40  # ~15% / ~10%
+    assert set(test.label) == set(val.label) == set("abcd")
+    train2, val2, test2, _ = split_frame(frame, s)  # 500 new rows (feedback)
+    assert set(test.text) <= set(test2.text) and set(val.text) <= set(val2.text)
+    assert set(train.text).isdisjoint(set(test2.text) | set(val2.text))
+    assert test2.text.tolist() == split_frame(frame, s)[2].text.tolist()
+    other = split_frame(frame, s.model_copy(update={"seed": 2}))[2]
+    assert set(other.text) != set(test2.text)
+
+
+def test_hash_split_gives_a_tiny_class_a_held_out_row():
+    frame = pd.concat(
+        [_frame(200), pd.DataFrame({"text": [f"rare {i}" for i in range(4)], "label": ["z"] * 4})]
+    )
+    train, val, test, _ = split_frame(frame, SplitSettings(seed=3))
+    for part in (train, val, test):
+        assert "z" in set(part.label)
 
 
 def test_explicit_test_frame_wins_and_leaks_are_removed():
