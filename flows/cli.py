@@ -2,7 +2,7 @@
 
     tunegate run --config FILE [--set key=value ...] [--summary-json PATH]
     tunegate augment IN OUT [--config FILE] [--set key=value ...] [--held-out FILE ...]
-    tunegate demo-data [--out PATH] [--rows N] [--seed S]
+    tunegate demo-data [--kind loans|notes|intents] [--out PATH] [--rows N] [--seed S]
     tunegate validate DATA [--config FILE] [--set key=value ...] [--summary-json PATH] [--out DIR]
     tunegate scrub IN OUT [--config FILE]
     tunegate serve|deploy --config FILE [--set key=value ...] [--prefect-file YAML]
@@ -138,12 +138,38 @@ def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
     return "\n".join(lines)
 
 
-def cmd_demo_data(args: argparse.Namespace) -> int:
-    from flows.demo_data import generate, write_jsonl
+# demo-data --kind: (default file, default rows) of each built-in data set
+DEMO_SETS = {
+    "loans": ("data/loan_applications.jsonl", 3000),  # classification, `make demo`
+    "notes": ("data/support_notes.jsonl", 2000),  # generation, configs/summarization-gpu.yaml
+    "intents": ("data/intents.jsonl", 20000),  # 40-class intents, benchmarks/defaults_check.py
+}
 
-    rows = generate(n=args.rows, seed=args.seed)
-    write_jsonl(rows, Path(args.out))
-    print(f"wrote {len(rows)} rows to {args.out}")
+
+def demo_rows(kind: str, n: int, seed: int) -> list[dict]:
+    if kind == "notes":
+        from flows.tiny_models import summarization_rows
+
+        return [
+            {"ticket": f"T-{i:05d}", "note": r["text"], "summary": r["target"]}
+            for i, r in enumerate(summarization_rows(n, seed=seed))
+        ]
+    if kind == "intents":
+        from flows.intent_data import generate_intents
+
+        return generate_intents(n=n, seed=seed)
+    from flows.demo_data import generate
+
+    return generate(n=n, seed=seed)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from flows.demo_data import write_jsonl
+
+    out, rows_default = DEMO_SETS[args.kind]
+    rows = demo_rows(args.kind, args.rows or rows_default, args.seed)
+    write_jsonl(rows, Path(args.out or out))
+    print(f"wrote {len(rows)} rows to {args.out or out}")
     return 0
 
 
@@ -535,9 +561,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     aug.set_defaults(func=cmd_augment)
 
-    demo = sub.add_parser("demo-data", help="write the synthetic loan-application data set")
-    demo.add_argument("--out", default="data/loan_applications.jsonl")
-    demo.add_argument("--rows", type=int, default=3000)
+    demo = sub.add_parser("demo-data", help="write a built-in synthetic data set")
+    demo.add_argument(
+        "--kind",
+        choices=sorted(DEMO_SETS),
+        default="loans",
+        help="loans: loan reviews (classification, the demo); notes: support notes -> "
+        "summaries (generation); intents: 40 banking intents",
+    )
+    demo.add_argument("--out", default=None, help="file to write (default: data/<kind file>)")
+    demo.add_argument("--rows", type=int, default=None, help="rows (default per kind)")
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo_data)
 

@@ -22,10 +22,10 @@ PLANTED_EMAIL = "zq.summary@example.org"
 
 
 def _notes(path: Path) -> list[dict]:
-    """300 notes (`note` -> `summary`) plus 4 defects and one summary carrying an email."""
+    """400 notes (`note` -> `summary`) plus 4 defects and one summary carrying an email."""
     rows = [
         {"ticket": f"T-{i}", "note": r["text"], "summary": r["target"]}
-        for i, r in enumerate(summarization_rows(300, seed=4))
+        for i, r in enumerate(summarization_rows(400, seed=4))
     ]
     rows[7]["summary"] = rows[7]["summary"] + f" contact {PLANTED_EMAIL}"
     rows += [
@@ -64,10 +64,11 @@ def test_generation_retrain_gates_on_rouge_then_meets_its_champion(prefect_backe
             "model.max_length=48",
             "model.max_new_tokens=8",
             "train.method=full",
-            "train.epochs=4",
+            "train.epochs=6",
+            "train.early_stopping_patience=6",
             "train.learning_rate=0.003",
             "train.batch_size=16",
-            "train.generation_eval_samples=16",
+            "train.generation_eval_samples=32",
             "evaluate.latency_samples=3",
             "evaluate.batch_size=16",
             "gate.min_rouge1=0.25",  # the default margin (+0.15 over the baseline) stays on
@@ -86,7 +87,7 @@ def test_generation_retrain_gates_on_rouge_then_meets_its_champion(prefect_backe
     # every row accounted for: 4 defects quarantined with a reason, nothing augmented
     assert first.rows["in"] == len(rows)
     assert first.rows["quarantined"] == 4
-    assert first.rows["train"] + first.rows["val"] + first.rows["test"] == 300
+    assert first.rows["train"] + first.rows["val"] + first.rows["test"] == 400
     assert first.rows["augmented"] == 0 and first.rows["adversarial"] == 0
     reasons = [
         json.loads(x)["_reason"]

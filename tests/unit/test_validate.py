@@ -139,3 +139,28 @@ def test_duplicate_of_a_quarantined_row_keeps_the_valid_one(tmp_path):
     )
     assert report.quarantined == {31: "label not in the allowed set"}
     assert 32 in report.accepted_lines
+
+
+def test_generation_rows_need_a_target_and_no_labels(tmp_path):
+    rows = [{"note": f"note number {i}", "summary": f"summary {i}"} for i in range(30)]
+    rows += [
+        {"note": "no summary here"},
+        {"note": "blank summary", "summary": "  "},
+        {"note": "a summary with an address", "summary": "call me at jane@example.org"},
+    ]
+    path = _write(tmp_path, rows)
+    data = DataSettings(path=path, text_column="note", target_column="summary")
+    report = validate_records(read_records(path), data, ValidateSettings(min_rows=10))
+    assert report.labels == [] and report.passed
+    assert report.quarantined == {31: "target is missing", 32: "target is blank or too long"}
+    assert report.rows_accepted == 31
+    # the suite sees hashes and lengths of the target, never its text
+    assert "jane@example.org" not in report.model_dump_json()
+    with pytest.raises(ValidationFailed, match="data.target_column 'summary_text'"):
+        validate_records(
+            read_records(path),
+            data.model_copy(update={"target_column": "summary_text"}),
+            ValidateSettings(),
+        )
+    with pytest.raises(ValueError, match="data.labels"):
+        DataSettings(path=path, target_column="summary", labels=["a", "b"])
