@@ -274,19 +274,6 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_table(path: Path):  # noqa: ANN202 - a DataFrame
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix == ".jsonl":
-        return pd.read_json(path, lines=True)
-    if suffix == ".csv":
-        return pd.read_csv(path)
-    raise ValueError(f"{path}: unsupported file type '{suffix}'; use .parquet, .jsonl or .csv")
-
-
 def cmd_augment(args: argparse.Namespace) -> int:
     """Augment one training file alone, with the `augment` (and `model`) sections of a config."""
     import tempfile
@@ -296,6 +283,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
     from flows.config import ConfigError, apply_overrides
     from tasks.augment import AugmentError, AugmentSettings, augment_file
+    from tasks.evaluate import read_table
     from tasks.train import ModelSettings
 
     raw: dict = {}
@@ -318,7 +306,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
         paths = []
         for i, path in enumerate([args.input, *args.held_out]):
             try:
-                frame = _read_table(path)
+                frame = read_table(path)
             except (OSError, ValueError) as exc:
                 return _fail(f"data error: {str(exc).splitlines()[0]}", 2)
             frame = frame.rename(columns={text_col: "text", label_col: "label"})

@@ -317,42 +317,35 @@ def _run_stages(
         config.mlflow.tracking_uri, config.mlflow.registered_model
     )
     champion = None
+
+    def champion_predict(texts: list[str]) -> list[str]:
+        """The registered champion's pyfunc: an `output` column (generation) or `label`."""
+        column = "output" if generation else "label"
+        return champion_model.predict(_frame(texts))[column].tolist()
+
     if generation:
         candidate = evaluate_generation_task(trained.model_dir, splits.test_path, config.evaluate)
         if champion_model is not None:
-            champion = evaluate_generator(
-                lambda texts: champion_model.predict(_frame(texts))["output"].tolist(),
-                splits.test_path,
-                config.evaluate,
-            )
+            champion = evaluate_generator(champion_predict, splits.test_path, config.evaluate)
     else:
         candidate = evaluate_candidate_task(trained.model_dir, splits.test_path, config.evaluate)
         if champion_model is not None:
-            champion = evaluate_predictions(
-                lambda texts: champion_model.predict(_frame(texts))["label"].tolist(),
-                splits.test_path,
-                labels,
-            )
+            champion = evaluate_predictions(champion_predict, splits.test_path, labels)
+    adversarial_path = None if generation else config.evaluate.adversarial_path
+    if robust_path is not None or adversarial_path is not None:
+        candidate_predict = TextClassifier(trained.model_dir).predict  # loaded once for both
     if robust_path is not None:
         # the robustness slice, beside the clean metrics, for the gate and the summary
-        candidate.metrics.update(
-            robust_metrics(TextClassifier(trained.model_dir).predict, robust_path, labels)
-        )
+        candidate.metrics.update(robust_metrics(candidate_predict, robust_path, labels))
         if champion is not None:
-            champion.metrics.update(
-                robust_metrics(
-                    lambda texts: champion_model.predict(_frame(texts))["label"].tolist(),
-                    robust_path,
-                    labels,
-                )
-            )
+            champion.metrics.update(robust_metrics(champion_predict, robust_path, labels))
     adversarial = {}
-    if config.evaluate.adversarial_path is not None and not generation:
-        predictors = {"candidate": TextClassifier(trained.model_dir).predict}
+    if adversarial_path is not None:
+        predictors = {"candidate": candidate_predict}
         if champion_model is not None:
-            predictors["champion"] = lambda t: champion_model.predict(_frame(t))["label"].tolist()
+            predictors["champion"] = champion_predict
         adversarial = {
-            name: evaluate_classifier_on(predict, config.evaluate.adversarial_path, labels)
+            name: evaluate_classifier_on(predict, adversarial_path, labels)
             for name, predict in predictors.items()
         }
     intervals = _intervals(candidate, baseline, champion, config)

@@ -574,18 +574,15 @@ def macro_f1(eval_pred) -> dict[str, float]:  # noqa: ANN001 - transformers' Eva
 
 
 def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F-measure (rouge_score, stemmed), computed offline."""
-    from rouge_score import rouge_scorer
+    """Mean ROUGE-1/2/L F-measure of the validation answers (the evaluate stage's scorer)."""
+    from tasks.evaluate import compute_rouge as per_example
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rouge_l": 0.0}
-    for pred, ref in zip(predictions, references, strict=True):
-        scores = scorer.score(ref, pred)
-        totals["rouge1"] += scores["rouge1"].fmeasure
-        totals["rouge2"] += scores["rouge2"].fmeasure
-        totals["rouge_l"] += scores["rougeL"].fmeasure
+    scores = per_example(predictions, references)
     n = max(len(predictions), 1)
-    return {k: v / n for k, v in totals.items()}
+    return {
+        name: sum(scores[key]) / n
+        for name, key in (("rouge1", "rouge1"), ("rouge2", "rouge2"), ("rouge_l", "rougeL"))
+    }
 
 
 def generate_texts(
