@@ -9,10 +9,11 @@
   behind the `champion` alias).
 Latency is measured one example at a time, as a request would be served.
 
-Generation (a causal LM folder): ROUGE-1/2/L/Lsum F-measures from `rouge_score` with stemming,
-exact match and mean output length (words), from batched left-padded `model.generate` with the
-decoding config in `evaluate.decoding`. The zero-shot baseline is the untuned base model on the
-same prompts.
+Generation: ROUGE-1/2/L/Lsum F-measures from `rouge_score` with stemming, exact match and mean
+output length (words). In the flow (`evaluate_generator`) candidate, champion and the zero-shot
+baseline (the untuned base model) are all prompted exactly as training prompts and decode
+greedily up to `model.max_new_tokens`; `evaluate_generation` scores any causal LM folder on a
+prompt/target file with the decoding config in `evaluate.decoding`.
 
 Every result keeps its per-example predictions (and per-example scores for generation), so
 candidate, baseline and champion can be compared with a paired bootstrap on the same examples.
@@ -93,7 +94,9 @@ class EvaluateSettings(BaseModel):
         "prompts exactly as training does (model.prompt_template or the chat template).",
     )
     decoding: DecodingSettings = Field(
-        default_factory=lambda: DecodingSettings(), description="Generation: decoding config."
+        default_factory=lambda: DecodingSettings(),
+        description="Standalone `evaluate_generation` only; the flow decodes greedily up to "
+        "model.max_new_tokens, as serving does.",
     )
 
 
