@@ -54,7 +54,8 @@ def build_model(path: Path) -> int:
 def run(method: str, path: Path, params: int, steps: int, batch: int, seq: int, peak: float):
     import torch
 
-    from tasks.train import LoraSettings, ModelSettings, TrainSettings, load_model
+    from tasks.models import ModelSettings
+    from tasks.train import LoraSettings, TrainSettings, load_model
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()

@@ -138,7 +138,8 @@ def main() -> None:
         bare_main(args.bare)
         return
 
-    from tasks.train import LoraSettings, ModelSettings, TrainSettings, run_training, write_spec
+    from tasks.models import ModelSettings
+    from tasks.train import LoraSettings, TrainSettings, run_training, write_spec
 
     root = args.work
     root.mkdir(parents=True, exist_ok=True)

@@ -284,7 +284,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     from flows.config import ConfigError, apply_overrides
     from tasks.augment import AugmentError, AugmentSettings, augment_file
     from tasks.evaluate import read_table
-    from tasks.train import ModelSettings
+    from tasks.models import ModelSettings
 
     raw: dict = {}
     try:

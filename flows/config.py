@@ -19,11 +19,12 @@ from tasks.evaluate import EvaluateSettings
 from tasks.feedback import FeedbackSettings, WebhookSettings
 from tasks.gate import GateSettings
 from tasks.load import SUPPORTED_SUFFIXES, DataSettings
+from tasks.models import ModelSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
 from tasks.split import SplitSettings
 from tasks.storage import StorageSettings
-from tasks.train import LoraSettings, ModelSettings, TrainSettings
+from tasks.train import LoraSettings, TrainSettings
 from tasks.validate import ValidateSettings
 
 

@@ -57,7 +57,7 @@ from tasks.registry import (
 )
 from tasks.serving import TextClassifier
 from tasks.split import split_task
-from tasks.train import plot_history, train_task
+from tasks.train import TrainJob, plot_history, train_task
 from tasks.validate import ValidationReport, validate_task
 
 HEADLINE = ("f1_macro", "accuracy")
@@ -277,31 +277,21 @@ def _run_stages(
         )
 
     # 6. train: here, or as its own deployment on `train.work_pool` (see flows/train_remote.py).
+    job = TrainJob(
+        train_path=train_path,
+        val_path=splits.val_path,
+        labels=None if generation else labels,
+        model=config.model,
+        lora=config.lora,
+        train=config.train,
+        out_dir=run_dir / "train",
+    )
     if config.train.work_pool:
-        trained = train_on_pool(
-            train_path,
-            splits.val_path,
-            None if generation else labels,
-            config.model,
-            config.lora,
-            config.train,
-            config.storage,
-            config.mlflow,
-            tracker,
-            run_dir.name,
-            run_dir / "train",
-            logger,
-        )
+        trained = train_on_pool(job, config.storage, config.mlflow, tracker, run_dir.name, logger)
     else:
         # In a child process; a retried task or flow run resumes from the last checkpoint.
         trained = train_task.with_options(retries=config.train.retries)(
-            train_path,
-            splits.val_path,
-            None if generation else labels,
-            config.model,
-            config.lora,
-            config.train,
-            run_dir / "train",
+            job,
             sink=lambda step, values: tracker.log_metrics(
                 {f"train/{k}": v for k, v in values.items()}, step
             ),

@@ -22,12 +22,13 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
+from tasks.models import ModelSettings
 from tasks.registry import MLflowSettings, Tracker, open_tracking
 from tasks.storage import StorageSettings, join, pull, push
 from tasks.train import (
     LoraSettings,
-    ModelSettings,
     TrainingError,
+    TrainJob,
     TrainResult,
     TrainSettings,
     train_task,
@@ -73,14 +74,17 @@ def train_remote(
         work = Path(tmp)
         train_path = pull(train_url, work / "train.parquet", storage.options)
         val_path = pull(val_url, work / "val.parquet", storage.options)
+        job = TrainJob(
+            train_path=train_path,
+            val_path=val_path,
+            labels=labels,
+            model=model,
+            lora=lora,
+            train=train,
+            out_dir=work / "out",
+        )
         result = train_task(
-            train_path,
-            val_path,
-            labels,
-            model,
-            lora,
-            train,
-            work / "out",
+            job,
             sink=lambda step, values: tracker.log_metrics(
                 {f"train/{k}": v for k, v in values.items()}, step
             ),
@@ -101,21 +105,18 @@ def deployment_name(work_pool: str) -> str:
 
 
 def train_on_pool(
-    train_path: Path,
-    val_path: Path,
-    labels: list[str],
-    model: ModelSettings,
-    lora: LoraSettings,
-    train: TrainSettings,
+    job: TrainJob,
     storage: StorageSettings,
     mlflow: MLflowSettings,
     tracker: Tracker,
     run_id: str,
-    out_dir: Path,
     logger: logging.Logger,
 ) -> TrainResult:
     """Run training as the pool's deployment; data and adapter travel through `storage.url`."""
     from prefect.deployments import run_deployment
+
+    train_path, val_path, labels = job.train_path, job.val_path, job.labels
+    model, lora, train, out_dir = job.model, job.lora, job.train, job.out_dir
 
     if storage.url is None or train.work_pool is None:
         raise TrainingError("storage.url: required when train.work_pool is set")

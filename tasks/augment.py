@@ -392,7 +392,7 @@ def _embedding_table(base_model: str) -> tuple[list[str], np.ndarray]:
     """Whole-word vocabulary entries and their L2-normalised input embeddings."""
     from transformers import AutoModel, AutoTokenizer
 
-    from tasks.train import resolve_base_model
+    from tasks.models import resolve_base_model
 
     source = resolve_base_model(base_model)
     try:
@@ -547,7 +547,7 @@ class Paraphraser:
             AutoTokenizer,
         )
 
-        from tasks.train import resolve_base_model
+        from tasks.models import resolve_base_model
 
         self.settings = settings
         source = resolve_base_model(str(settings.model))

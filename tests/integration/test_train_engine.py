@@ -17,10 +17,10 @@ import pytest
 
 from flows.demo_data import generate
 from flows.tiny_models import build_tiny_llama, summarization_rows
+from tasks.models import ModelSettings
 from tasks.serving import TextGenerator, TunegatePyfunc
 from tasks.train import (
     LoraSettings,
-    ModelSettings,
     TrainSettings,
     last_complete_checkpoint,
     launch_command,

@@ -156,7 +156,7 @@ def test_paired_bootstrap_generation_and_report(tmp_path):
 def test_zero_shot_generation_baseline_is_cached(tiny_llama_dir, tmp_path):
     """The untuned base model, prompted as training prompts; cached per model settings."""
     from tasks.evaluate import cached_generation_baseline
-    from tasks.train import ModelSettings
+    from tasks.models import ModelSettings
 
     test_path = tmp_path / "test.parquet"
     pd.DataFrame({"text": _prompts(4, seed=2), "target": ["cat"] * 4}).to_parquet(test_path)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from flows.tiny_models import build_tiny_llama, summarization_rows
+from tasks.models import ModelError, ModelSettings, prompt_parts, resolve_base_model
 from tasks.train import (
     LoraSettings,
-    ModelSettings,
     TrainingError,
     TrainSettings,
     _failure_message,
@@ -23,8 +23,6 @@ from tasks.train import (
     launch_command,
     load_model,
     overfitting_message,
-    prompt_parts,
-    resolve_base_model,
 )
 
 pytestmark = pytest.mark.unit
@@ -74,7 +72,7 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(tmp_path):
     head, tail = prompt_parts(tok, ModelSettings(task="generation"))
     assert tok.decode(head).strip() == "user :"
     assert tok.decode(tail).strip() == "assistant :"
-    with pytest.raises(TrainingError, match="no chat template"):
+    with pytest.raises(ModelError, match="no chat template"):
         prompt_parts(
             _tokenizer(build_tiny_llama(tmp_path / "plain", ["hi"])),
             ModelSettings(task="generation", prompt_style="chat"),
@@ -122,9 +120,9 @@ def test_refuses_what_this_machine_cannot_run(monkeypatch):
 def test_unknown_models_and_unsupported_tasks_fail_with_the_key(tmp_path, tiny_llama):
     (tmp_path / "noweights").mkdir()
     (tmp_path / "noweights" / "config.json").write_text("{}")
-    with pytest.raises(TrainingError, match="no weights"):
+    with pytest.raises(ModelError, match="no weights"):
         resolve_base_model(str(tmp_path / "noweights"))
-    with pytest.raises(TrainingError, match="could not be loaded offline"):
+    with pytest.raises(ModelError, match="could not be loaded offline"):
         load_model(
             ModelSettings(base_model=str(tmp_path / "missing")), LoraSettings(), TrainSettings()
         )
@@ -133,7 +131,7 @@ def test_unknown_models_and_unsupported_tasks_fail_with_the_key(tmp_path, tiny_l
     vit = tmp_path / "vit"
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                        intermediate_size=32, image_size=32, patch_size=16)).save_pretrained(vit)  # fmt: skip
-    with pytest.raises(TrainingError, match="model.task: 'vit' models do not support generation"):
+    with pytest.raises(ModelError, match="model.task: 'vit' models do not support generation"):
         load_model(
             ModelSettings(base_model=str(vit), task="generation"), LoraSettings(), TrainSettings()
         )
