@@ -143,12 +143,16 @@ class TrainJob(BaseModel):
 
 
 class TruncationReport(BaseModel):
+    """Per generation split: inputs cut to fit, and examples dropped because the target did not."""
+
     examples: int
     prompt_truncated: int = 0
     dropped_target_too_long: int = 0
 
 
 class TrainResult(BaseModel):
+    """`result.json`: what the run reports to the flow, the MLflow run and the gate."""
+
     model_dir: Path
     task: str = "classification"
     metric: str = "f1_macro"

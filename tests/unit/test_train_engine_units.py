@@ -127,6 +127,21 @@ def test_refuses_what_this_machine_cannot_run(monkeypatch):
         check_runtime(TrainSettings(method="qlora"))
 
 
+def test_auto_precision_is_bf16_only_on_a_gpu_that_supports_it(monkeypatch):
+    import torch
+
+    from tasks.train import precision_flags
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision_flags(TrainSettings()) == {"bf16": False, "fp16": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert precision_flags(TrainSettings()) == {"bf16": False, "fp16": False}
+    assert precision_flags(TrainSettings(precision="fp16")) == {"bf16": False, "fp16": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision_flags(TrainSettings()) == {"bf16": True, "fp16": False}
+
+
 def test_unknown_models_and_unsupported_tasks_fail_with_the_key(tmp_path, tiny_llama):
     (tmp_path / "noweights").mkdir()
     (tmp_path / "noweights" / "config.json").write_text("{}")
