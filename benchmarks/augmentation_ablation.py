@@ -56,7 +56,7 @@ def main() -> None:
     from tasks.pii import scrub_dataset
     from tasks.serving import TextClassifier
     from tasks.split import write_splits
-    from tasks.train import run_training
+    from tasks.train import TrainJob, run_training
     from tasks.validate import validate_records
 
     started = time.perf_counter()
@@ -98,13 +98,15 @@ def main() -> None:
             print(f"[{name}] reused the model trained earlier in {out}", flush=True)
             return out / name / "model", best, float(rows)
         result = run_training(
-            train_path,
-            splits.val_path,
-            labels,
-            config.model,
-            config.lora,
-            config.train,
-            out / name,
+            TrainJob(
+                train_path=train_path,
+                val_path=splits.val_path,
+                labels=labels,
+                model=config.model,
+                lora=config.lora,
+                train=config.train,
+                out_dir=out / name,
+            )
         )
         done.write_text(json.dumps({"best_val_f1": result.best_metric}))
         print(

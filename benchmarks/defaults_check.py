@@ -60,7 +60,7 @@ def main() -> None:
     from tasks.load import read_records
     from tasks.pii import scrub_dataset
     from tasks.split import write_splits
-    from tasks.train import TrainSettings, run_training
+    from tasks.train import TrainJob, TrainSettings, run_training
     from tasks.validate import validate_records
 
     started = time.perf_counter()
@@ -90,13 +90,15 @@ def main() -> None:
             return json.loads(done.read_text())
         t0 = time.perf_counter()
         result = run_training(
-            splits.train_path,
-            splits.val_path,
-            labels,
-            config.model,
-            config.lora,
-            settings,
-            folder,
+            TrainJob(
+                train_path=splits.train_path,
+                val_path=splits.val_path,
+                labels=labels,
+                model=config.model,
+                lora=config.lora,
+                train=settings,
+                out_dir=folder,
+            )
         )
         test = evaluate_candidate(result.model_dir, splits.test_path, config.evaluate)
         record = {

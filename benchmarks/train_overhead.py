@@ -139,7 +139,7 @@ def main() -> None:
         return
 
     from tasks.models import ModelSettings
-    from tasks.train import LoraSettings, TrainSettings, run_training, write_spec
+    from tasks.train import LoraSettings, TrainJob, TrainSettings, run_training, write_spec
 
     root = args.work
     root.mkdir(parents=True, exist_ok=True)
@@ -158,14 +158,16 @@ def main() -> None:
     for i in range(args.repeats):
         started = time.perf_counter()
         result = run_training(
-            root / "train.parquet", root / "val.parquet", made["labels"], model, lora, train,
-            root / f"tunegate-{i}",
+            TrainJob(train_path=root / "train.parquet", val_path=root / "val.parquet",
+                     labels=made["labels"], model=model, lora=lora, train=train,
+                     out_dir=root / f"tunegate-{i}")
         )  # fmt: skip
         walls["tunegate"].append(time.perf_counter() - started)
         assert result.steps == steps, result.steps
         spec = write_spec(
-            root / "train.parquet", root / "val.parquet", made["labels"], model, lora, train,
-            root / f"bare-{i}",
+            TrainJob(train_path=root / "train.parquet", val_path=root / "val.parquet",
+                     labels=made["labels"], model=model, lora=lora, train=train,
+                     out_dir=root / f"bare-{i}")
         )  # fmt: skip
         started = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--bare", str(spec)], check=True,
@@ -184,11 +186,12 @@ def main() -> None:
     )
     for method in ("lora", "qlora", "full"):
         result = run_training(
-            root / "gen-train.parquet", root / "gen-val.parquet", None, gen_model,
-            LoraSettings(r=8, alpha=16),
-            TrainSettings(method=method, epochs=2, batch_size=16, learning_rate=1e-3,
-                          generation_eval_samples=4, resume=False),
-            root / f"mem-{method}",
+            TrainJob(train_path=root / "gen-train.parquet", val_path=root / "gen-val.parquet",
+                     model=gen_model, lora=LoraSettings(r=8, alpha=16),
+                     train=TrainSettings(method=method, epochs=2, batch_size=16,
+                                         learning_rate=1e-3, generation_eval_samples=4,
+                                         resume=False),
+                     out_dir=root / f"mem-{method}")
         )  # fmt: skip
         print(
             f"  {method:5s}: peak RSS {result.peak_rss_mb:.0f} MB, {result.seconds:.1f}s training"

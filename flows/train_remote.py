@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel
 
 from tasks.models import ModelSettings
 from tasks.registry import MLflowSettings, Tracker, open_tracking
@@ -39,15 +38,29 @@ ENTRYPOINT = "flows/train_remote.py:train_remote"
 RESULT_FILE = "result.json"
 
 
-class RemoteTrainResult(BaseModel):
-    """What the GPU pool hands back: where the adapter is, and the training figures."""
+class RemoteTrainResult(TrainResult):
+    """What the GPU pool hands back: every training figure, and where the adapter is.
+
+    `model_dir` is the folder on the pool's worker (gone when its run ends); the parent reads
+    `model_url` and sets its own `model_dir` with `local_result`.
+    """
 
     model_url: str
-    best_val_f1: float
-    epochs_run: float
-    steps: int
-    seconds: float
-    examples_per_second: float
+
+
+def remote_result(result: TrainResult, out_url: str) -> RemoteTrainResult:
+    """The pool's side: the whole training result, plus the store URL the adapter is pushed to."""
+    return RemoteTrainResult.model_validate(
+        {**result.model_dump(), "model_url": join(out_url, "model")}
+    )
+
+
+def local_result(remote_json: str, out_dir: Path) -> TrainResult:
+    """The parent's side: the pool's `result.json`, with the adapter pulled to `out_dir/model`."""
+    remote = RemoteTrainResult.model_validate_json(remote_json)
+    return TrainResult.model_validate(
+        {**remote.model_dump(exclude={"model_url"}), "model_dir": out_dir / "model"}
+    )
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -89,9 +102,7 @@ def train_remote(
                 {f"train/{k}": v for k, v in values.items()}, step
             ),
         )
-        remote = RemoteTrainResult(
-            model_url=join(out_url, "model"), **result.model_dump(exclude={"model_dir"})
-        )
+        remote = remote_result(result, out_url)
         (work / "out" / RESULT_FILE).write_text(remote.model_dump_json())
         shutil.rmtree(work / "out" / "checkpoints", ignore_errors=True)
         push(work / "out", out_url, storage.options)
@@ -149,8 +160,7 @@ def train_on_pool(
         )
     tracker.set_tags({"tunegate.train_flow_run_id": str(child.id)})
     pull(join(base, "train"), out_dir, storage.options)
-    remote = RemoteTrainResult.model_validate_json((out_dir / RESULT_FILE).read_text())
-    return TrainResult(model_dir=out_dir / "model", **remote.model_dump(exclude={"model_url"}))
+    return local_result((out_dir / RESULT_FILE).read_text(), out_dir)
 
 
 def deploy(pool: str, source: str, image: str | None = None) -> str:

@@ -21,6 +21,7 @@ from tasks.models import ModelSettings
 from tasks.serving import TextGenerator, TunegatePyfunc
 from tasks.train import (
     LoraSettings,
+    TrainJob,
     TrainSettings,
     last_complete_checkpoint,
     launch_command,
@@ -60,15 +61,14 @@ def loans(tmp_path_factory) -> dict[str, Path]:
 
 def test_generation_lowers_val_loss_raises_rouge_and_serves(summaries, tmp_path):
     events: list[dict] = []
-    result = run_training(
-        summaries["train"],
-        summaries["val"],
-        None,
-        ModelSettings(
+    job = TrainJob(
+        train_path=summaries["train"],
+        val_path=summaries["val"],
+        model=ModelSettings(
             base_model=str(summaries["model"]), task="generation", max_length=48, max_new_tokens=8
         ),
-        LoraSettings(),
-        TrainSettings(
+        lora=LoraSettings(),
+        train=TrainSettings(
             method="full",
             epochs=4,
             learning_rate=3e-3,
@@ -76,9 +76,9 @@ def test_generation_lowers_val_loss_raises_rouge_and_serves(summaries, tmp_path)
             generation_eval_samples=16,
             logging_steps=5,
         ),
-        tmp_path / "out",
-        sink=lambda step, values: events.append({"step": step, **values}),
+        out_dir=tmp_path / "out",
     )
+    result = run_training(job, sink=lambda step, values: events.append({"step": step, **values}))
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     evals = [h for h in history if "eval_loss" in h]
     before, after = evals[0], evals[-1]
@@ -109,15 +109,14 @@ def test_generation_lowers_val_loss_raises_rouge_and_serves(summaries, tmp_path)
 
 
 def test_qlora_trains_on_cpu_and_merges(summaries, tmp_path):
-    result = run_training(
-        summaries["train"],
-        summaries["val"],
-        None,
-        ModelSettings(
+    job = TrainJob(
+        train_path=summaries["train"],
+        val_path=summaries["val"],
+        model=ModelSettings(
             base_model=str(summaries["model"]), task="generation", max_length=48, max_new_tokens=4
         ),
-        LoraSettings(r=8, alpha=16),
-        TrainSettings(
+        lora=LoraSettings(r=8, alpha=16),
+        train=TrainSettings(
             method="qlora",
             epochs=1,
             learning_rate=1e-2,
@@ -126,8 +125,9 @@ def test_qlora_trains_on_cpu_and_merges(summaries, tmp_path):
             logging_steps=5,
             merge_adapter=True,
         ),
-        tmp_path / "out",
+        out_dir=tmp_path / "out",
     )
+    result = run_training(job)
     model_dir = result.model_dir
     assert result.steps == 15 and result.final_train_loss is not None
     assert (model_dir / "adapter_config.json").is_file()
@@ -135,13 +135,40 @@ def test_qlora_trains_on_cpu_and_merges(summaries, tmp_path):
     adapter = json.loads((model_dir / "adapter_config.json").read_text())
     assert adapter["target_modules"] and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
     assert (model_dir / "merged" / "model.safetensors").is_file()
-    outputs = TextGenerator(model_dir).generate(["note 1 : on monday the customer bob bought"])
-    assert len(outputs) == 1
+
+    # the merged weights compute what the adapter on the full-precision base computes, and the
+    # adapter learned something (the merge is not the untouched base)
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.models import encode_prompt, generate_from_ids, prompt_parts
+
+    text = ["note 1 : on monday the customer bob bought", "the customer alice sold two"]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    batch = tokenizer(text, return_tensors="pt", padding=True)
+
+    def logits(model) -> torch.Tensor:
+        with torch.no_grad():
+            return model.eval()(**batch).logits
+
+    base = AutoModelForCausalLM.from_pretrained(summaries["model"])
+    base_logits = logits(base)
+    adapter = PeftModel.from_pretrained(base, model_dir)
+    adapter_logits = logits(adapter)
+    merged_logits = logits(AutoModelForCausalLM.from_pretrained(model_dir / "merged"))
+    print(f"merged vs adapter: max |logit diff| {(merged_logits - adapter_logits).abs().max():.2e}")
+    assert torch.allclose(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(merged_logits, base_logits, atol=1e-3)
+    parts = prompt_parts(tokenizer, job.model)
+    budget = job.model.max_length - len(parts[0]) - len(parts[1])
+    prompts = [encode_prompt(tokenizer, parts, t, budget)[0] for t in text]
+    adapter_outputs = generate_from_ids(adapter, tokenizer, prompts, job.model.max_new_tokens)
+    assert TextGenerator(model_dir).generate(text) == adapter_outputs  # served from merged/
 
 
-def _classify(
-    loans: dict[str, Path], **train: object
-) -> tuple[ModelSettings, LoraSettings, TrainSettings]:
+def _classify(loans: dict[str, Path], out_dir: Path, **train: object) -> TrainJob:
     settings = {
         "epochs": 2,
         "learning_rate": 5e-3,
@@ -152,22 +179,24 @@ def _classify(
         "seed": 3,
         **train,
     }
-    return (
-        ModelSettings(base_model=str(loans["model"]), max_length=64),
-        LoraSettings(r=4, alpha=8, dropout=0.0),
-        TrainSettings(**settings),
+    return TrainJob(
+        train_path=loans["train"],
+        val_path=loans["val"],
+        labels=LABELS,
+        model=ModelSettings(base_model=str(loans["model"]), max_length=64),
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+        train=TrainSettings(**settings),
+        out_dir=out_dir,
     )
 
 
 def test_killed_run_resumes_to_the_same_loss(loans, tmp_path):
-    model, lora, settings = _classify(loans)
-    reference = run_training(
-        loans["train"], loans["val"], LABELS, model, lora, settings, tmp_path / "ref"
-    )
+    reference = run_training(_classify(loans, tmp_path / "ref"))
 
     out = tmp_path / "killed"
-    spec = write_spec(loans["train"], loans["val"], LABELS, model, lora, settings, out)
-    proc = subprocess.Popen(launch_command(spec, settings), start_new_session=True)
+    job = _classify(loans, out)
+    spec = write_spec(job)
+    proc = subprocess.Popen(launch_command(spec, job.train), start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         checkpoint = last_complete_checkpoint(out / "checkpoints")
@@ -179,7 +208,7 @@ def test_killed_run_resumes_to_the_same_loss(loans, tmp_path):
     proc.wait()
     assert not (out / "result.json").exists()
 
-    resumed = run_training(loans["train"], loans["val"], LABELS, model, lora, settings, out)
+    resumed = run_training(job)
     assert resumed.resumed_from_step is not None and resumed.resumed_from_step >= 12
     assert resumed.steps == reference.steps
     for key in ("final_train_loss", "final_eval_loss"):
@@ -189,10 +218,10 @@ def test_killed_run_resumes_to_the_same_loss(loans, tmp_path):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(loans, tmp_path):
-    model, lora, one = _classify(loans, batch_size=8, checkpoint_steps=None)
-    two = one.model_copy(update={"batch_size": 4, "num_processes": 2})
-    single = run_training(loans["train"], loans["val"], LABELS, model, lora, one, tmp_path / "one")
-    double = run_training(loans["train"], loans["val"], LABELS, model, lora, two, tmp_path / "two")
+    one = _classify(loans, tmp_path / "one", batch_size=8, checkpoint_steps=None)
+    two = _classify(loans, tmp_path / "two", batch_size=4, checkpoint_steps=None, num_processes=2)
+    single = run_training(one)
+    double = run_training(two)
     assert double.num_processes == 2 and single.num_processes == 1
     assert double.steps == single.steps
     # The training loss (gathered over both processes) follows the same trajectory. The

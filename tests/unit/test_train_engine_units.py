@@ -16,14 +16,14 @@ from tasks.train import (
     LoraSettings,
     TrainingError,
     TrainSettings,
-    _failure_message,
     check_runtime,
-    compute_rouge,
-    generation_examples,
     launch_command,
     load_model,
     overfitting_message,
 )
+from tasks.train.data import generation_examples
+from tasks.train.launch import _failure_message
+from tasks.train.metrics import mean_rouge
 
 pytestmark = pytest.mark.unit
 
@@ -85,8 +85,8 @@ def test_prompt_template_needs_one_input_slot():
 
 
 def test_rouge_is_one_for_identical_and_zero_for_disjoint_text():
-    assert compute_rouge(["bob bought chairs"], ["bob bought chairs"])["rouge_l"] == 1.0
-    assert compute_rouge(["alice"], ["bob bought chairs"])["rouge_l"] == 0.0
+    assert mean_rouge(["bob bought chairs"], ["bob bought chairs"])["rouge_l"] == 1.0
+    assert mean_rouge(["alice"], ["bob bought chairs"])["rouge_l"] == 0.0
 
 
 def test_overfitting_warning_after_a_widening_gap():
@@ -100,21 +100,46 @@ def test_overfitting_warning_after_a_widening_gap():
 
 
 def test_refuses_what_this_machine_cannot_run(monkeypatch):
+    import importlib.util
+
     import torch
 
-    if not torch.cuda.is_available():
-        with pytest.raises(TrainingError, match="train.precision: fp16 needs a CUDA GPU"):
-            check_runtime(TrainSettings(precision="fp16"))
-    import tasks.train as train
+    # both sides of the CUDA checks, whatever this machine has
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrainingError, match="train.precision: fp16 needs a CUDA GPU"):
+        check_runtime(TrainSettings(precision="fp16"))
+    check_runtime(TrainSettings(precision="bf16"))  # bf16 runs on a CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    check_runtime(TrainSettings(precision="fp16"))
+    with pytest.raises(TrainingError, match="train.precision: this GPU does not support bf16"):
+        check_runtime(TrainSettings(precision="bf16"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    check_runtime(TrainSettings(precision="bf16"))
 
-    real = train.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        train.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "bitsandbytes" else real(name, *a),
     )
     with pytest.raises(TrainingError, match="train.method: qlora needs 4-bit loading"):
         check_runtime(TrainSettings(method="qlora"))
+
+
+def test_auto_precision_is_bf16_only_on_a_gpu_that_supports_it(monkeypatch):
+    import torch
+
+    from tasks.train import precision_flags
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert precision_flags(TrainSettings()) == {"bf16": False, "fp16": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert precision_flags(TrainSettings()) == {"bf16": False, "fp16": False}
+    assert precision_flags(TrainSettings(precision="fp16")) == {"bf16": False, "fp16": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision_flags(TrainSettings()) == {"bf16": True, "fp16": False}
 
 
 def test_unknown_models_and_unsupported_tasks_fail_with_the_key(tmp_path, tiny_llama):
@@ -163,7 +188,7 @@ def test_failures_name_the_settings_to_change(tmp_path):
 
 
 def test_launch_uses_torchrun_or_accelerate_for_several_processes(tmp_path):
-    assert launch_command(tmp_path / "s.json", TrainSettings())[1:3] == ["-m", "tasks.train_worker"]
+    assert launch_command(tmp_path / "s.json", TrainSettings())[1:3] == ["-m", "tasks.train.worker"]
     torchrun = launch_command(tmp_path / "s.json", TrainSettings(num_processes=2))
     assert "torch.distributed.run" in torchrun and "2" in torchrun
     config = tmp_path / "ddp.yaml"
@@ -198,3 +223,58 @@ def test_distributed_strategy_launches_accelerate_with_the_shipped_config(strate
     assert "accelerate.commands.launch" in command
     assert config.is_file() and config.parent.name == "accelerate"
     assert command[command.index("--num_processes") + 1] == "4"
+
+
+def test_the_spec_the_worker_reads_is_the_job(tmp_path):
+    from tasks.train import TrainJob, write_spec
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "result.json").write_text("{}")  # a stale result of an earlier attempt
+    job = TrainJob(
+        train_path=Path("train.parquet"),
+        val_path=Path("val.parquet"),
+        labels=["a", "b"],
+        model=ModelSettings(max_length=64),
+        lora=LoraSettings(r=4),
+        train=TrainSettings(epochs=2, work_pool="gpu"),
+        out_dir=tmp_path / "out",
+    )
+    spec = write_spec(job)
+    assert not (tmp_path / "out" / "result.json").exists()
+    read = TrainJob.model_validate_json(spec.read_text())
+    assert read.train_path == Path("train.parquet").resolve() and read.train_path.is_absolute()
+    assert read.model_copy(update={"train_path": job.train_path, "val_path": job.val_path}) == job
+    assert set(json.loads(spec.read_text())) == {
+        "train_path", "val_path", "labels", "model", "lora", "train", "out_dir"
+    }  # fmt: skip
+
+
+def test_remote_training_hands_back_the_whole_result(tmp_path):
+    from flows.train_remote import local_result, remote_result
+    from tasks.train import TrainResult, TruncationReport
+
+    trained = TrainResult(
+        model_dir=Path("/pool/tmp/out/model"),
+        task="generation",
+        metric="rouge_l",
+        best_metric=0.61,
+        best_val_f1=0.0,
+        final_eval_loss=1.25,
+        final_train_loss=0.5,
+        epochs_run=3.0,
+        steps=42,
+        seconds=12.5,
+        examples_per_second=99.0,
+        resumed_from_step=12,
+        truncation={"train": TruncationReport(examples=10, prompt_truncated=2)},
+        overfitting_warning="possible overfitting: ...",
+        peak_rss_mb=512.0,
+        num_processes=2,
+    )
+    assert set(trained.model_fields_set) == set(TrainResult.model_fields)  # every field set
+    remote = remote_result(trained, "s3://bucket/runs/r1/train")
+    assert remote.model_url == "s3://bucket/runs/r1/train/model"
+    back = local_result(remote.model_dump_json(), tmp_path / "train")
+    assert back.model_dir == tmp_path / "train" / "model"
+    assert back.model_copy(update={"model_dir": trained.model_dir}) == trained
+    assert type(back) is TrainResult

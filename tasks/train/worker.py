@@ -1,9 +1,10 @@
-"""The training child process: `python -m tasks.train_worker SPEC.json`.
+"""The training child process: `python -m tasks.train.worker SPEC.json`.
 
 Started by `tasks.train.run_training` (directly, or under `torchrun` / `accelerate launch` for
-several processes). It reads the spec the parent wrote, trains, and writes `result.json`; on a
-failure it writes `error.json` (kind and one-line message) and exits non-zero, so the parent can
-fail the task with a clear message while its own memory stays untouched.
+several processes). It reads the job the parent wrote (the spec is a `TrainJob`'s JSON), trains,
+and writes `result.json`; on a failure it writes `error.json` (kind and one-line message) and
+exits non-zero, so the parent can fail the task with a clear message while its own memory stays
+untouched.
 """
 
 from __future__ import annotations
@@ -12,30 +13,18 @@ import json
 import sys
 from pathlib import Path
 
+from tasks.models import ModelError
+from tasks.train.fit import fit
+from tasks.train.settings import OOM_HINT, TrainJob
+
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.models import ModelError, ModelSettings
-    from tasks.train import (
-        OOM_HINT,
-        LoraSettings,
-        TrainSettings,
-        fit,
-    )
-
     spec_path = Path((argv or sys.argv[1:])[0])
-    spec = json.loads(spec_path.read_text())
-    out_dir = Path(spec["out_dir"])
+    job = TrainJob.model_validate_json(spec_path.read_text())
+    out_dir = Path(job.out_dir)
     try:
-        fit(
-            Path(spec["train_path"]),
-            Path(spec["val_path"]),
-            spec["labels"],
-            ModelSettings.model_validate(spec["model"]),
-            LoraSettings.model_validate(spec["lora"]),
-            TrainSettings.model_validate(spec["train"]),
-            out_dir,
-        )
-    except ModelError as exc:  # TrainingError included
+        fit(job)
+    except ModelError as exc:  # TrainingError and every model-loading error: one line
         _error(out_dir, "config", str(exc))
         return 2
     except Exception as exc:  # noqa: BLE001 - reported to the parent, then re-raised below

@@ -1,0 +1,220 @@
+"""The parent side: start the worker, forward its logs while it trains, fail with one line.
+
+The training runs in a child process (`python -m tasks.train.worker SPEC.json`, or `torchrun` /
+`accelerate launch` for several processes), so an out-of-memory error or a crash fails the task
+with one clear line and the memory goes back when the child exits. The spec file is the
+`TrainJob`'s JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prefect import task
+
+from tasks import stage_logger
+from tasks.models import resolve_base_model
+from tasks.train.history import HISTORY_STREAM, last_complete_checkpoint
+from tasks.train.model import check_runtime
+from tasks.train.settings import OOM_HINT, TrainingError, TrainJob, TrainResult, TrainSettings
+
+WORKER_MODULE = "tasks.train.worker"
+SPEC_FILE = "spec.json"
+
+# `train.distributed` -> the accelerate config shipped in configs/accelerate/.
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+DISTRIBUTED_CONFIGS = {"ddp": "ddp.yaml", "fsdp": "fsdp.yaml", "deepspeed": "deepspeed-zero3.yaml"}
+
+Sink = Callable[[int, dict[str, float]], None]
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter:
+    return stage_logger("tasks.train")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_command(spec_path: Path, settings: TrainSettings) -> list[str]:
+    """One process, `torchrun` for several, or `accelerate launch` with a shipped config."""
+    worker = ["-m", WORKER_MODULE, str(spec_path)]
+    accelerate_config = settings.accelerate_config
+    if accelerate_config is None and settings.distributed is not None:
+        accelerate_config = ACCELERATE_CONFIGS / DISTRIBUTED_CONFIGS[settings.distributed]
+    if accelerate_config is not None:
+        return [
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--config_file", str(accelerate_config),
+            "--num_processes", str(settings.num_processes),
+            "--main_process_port", str(_free_port()),
+            *worker,
+        ]  # fmt: skip
+    if settings.num_processes > 1:
+        return [
+            sys.executable, "-m", "torch.distributed.run",
+            "--nproc_per_node", str(settings.num_processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+            *worker,
+        ]  # fmt: skip
+    return [sys.executable, *worker]
+
+
+def write_spec(job: TrainJob) -> Path:
+    """The worker's input, `out_dir/spec.json` (the job, paths made absolute); stale results of an
+    earlier attempt removed, so the parent never reads them as this attempt's."""
+    out_dir = Path(job.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "error.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    spec = job.model_copy(
+        update={
+            "train_path": Path(job.train_path).resolve(),
+            "val_path": Path(job.val_path).resolve(),
+        }
+    )
+    spec_path = out_dir / SPEC_FILE
+    spec_path.write_text(spec.model_dump_json(indent=1))
+    return spec_path
+
+
+class HistoryForwarder:
+    """Reads the worker's `history.jsonl` as it grows: log lines to `sink`, events to `on_event`.
+
+    Only complete lines are read, so a line the worker is still writing waits for the next call.
+    """
+
+    def __init__(
+        self, stream: Path, sink: Sink | None, on_event: Callable[[dict], None] | None
+    ) -> None:
+        self.stream, self.sink, self.on_event = stream, sink, on_event
+        self.offset = 0
+
+    def __call__(self) -> None:
+        if not self.stream.is_file():
+            return
+        with self.stream.open() as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        self.offset += len(complete.encode())
+        for line in complete.splitlines():
+            self._forward(json.loads(line))
+
+    def _forward(self, entry: dict) -> None:
+        if "event" in entry:
+            _log().warning(entry.get("message", entry["event"]))
+            if self.on_event is not None:
+                self.on_event(entry)
+            return
+        step = int(entry.pop("step"))
+        if "eval_loss" in entry or "loss" in entry:  # progress: every logged step
+            _log().info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in entry.items()))
+        if self.sink is not None:
+            self.sink(step, entry)
+
+
+def run_training(
+    job: TrainJob,
+    sink: Sink | None = None,
+    on_event: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train in a child process; forward its logs to `sink` as they come; fail with one line."""
+    check_runtime(job.train)
+    resolve_base_model(job.model.base_model)
+    out_dir = Path(job.out_dir).resolve()
+    job = job.model_copy(update={"out_dir": out_dir})
+    spec_path = write_spec(job)
+    stream = out_dir / HISTORY_STREAM
+    if not job.train.resume:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    if not (job.train.resume and last_complete_checkpoint(out_dir / "checkpoints")):
+        stream.unlink(missing_ok=True)
+    log_path = out_dir / "worker.log"
+    command = launch_command(spec_path, job.train)
+    returncode = _run_worker(command, log_path, HistoryForwarder(stream, sink, on_event))
+    if returncode != 0:
+        raise TrainingError(_failure_message(out_dir, returncode, log_path))
+    return TrainResult.model_validate_json((out_dir / "result.json").read_text())
+
+
+def _run_worker(command: list[str], log_path: Path, forward: Callable[[], None]) -> int:
+    """Run the worker in its own session, forwarding as it goes; killed with its children when
+    the parent is interrupted (a cancelled task must not leave training running)."""
+    with log_path.open("ab") as worker_log:
+        proc = subprocess.Popen(
+            command,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            start_new_session=True,
+        )
+        try:
+            while proc.poll() is None:
+                time.sleep(0.25)
+                forward()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    forward()
+    return proc.returncode
+
+
+def _failure_message(out_dir: Path, returncode: int, log_path: Path) -> str:
+    error_path = out_dir / "error.json"
+    if error_path.is_file():
+        error = json.loads(error_path.read_text())
+        if error.get("kind") == "oom":
+            return f"training ran out of memory: {OOM_HINT}"
+        return error["message"]
+    if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL, 137):
+        return (
+            "the training process was killed (SIGKILL), usually by the out-of-memory killer: "
+            f"{OOM_HINT}; rerun to resume from the last checkpoint"
+        )
+    tail = (
+        log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path.exists() else []
+    )
+    return (
+        f"the training process failed (exit {returncode}): {' '.join(tail)[:300]} (see {log_path})"
+    )
+
+
+@task(name="train")
+def train_task(job: TrainJob, sink: Sink | None = None) -> TrainResult:
+    """Runs in a child process; a retry resumes from the last checkpoint in `job.out_dir`."""
+    result = run_training(job, sink)
+    logger = _log()
+    logger.info(
+        "trained %s steps in %.0fs (%.1f examples/s), best val %s %.4f%s",
+        result.steps,
+        result.seconds,
+        result.examples_per_second,
+        result.metric,
+        result.best_metric,
+        f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else "",
+    )
+    for split, report in result.truncation.items():
+        if report.dropped_target_too_long or report.prompt_truncated:
+            logger.warning(
+                "%s: %d of %d examples dropped (target longer than model.max_length allows), "
+                "%d inputs cut to fit",
+                split,
+                report.dropped_target_too_long,
+                report.examples,
+                report.prompt_truncated,
+            )
+    return result
