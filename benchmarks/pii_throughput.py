@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.pii import (  # noqa: E402
     PIISettings,
-    _resolve_overlaps,
     build_analyzer,
     get_scrubber,
     replace_spans,
     scrub_many,
 )
+from tasks.pii.engine import _resolve_overlaps  # noqa: E402
 from tests.data.pii_testset import build, score  # noqa: E402
 
 

@@ -106,7 +106,7 @@ def test_synonyms_come_from_the_model_embeddings_and_skip_protected_words(tiny_m
 
 
 def test_synonym_guard_rejects_opposites_and_inflections():
-    from tasks.augment import _is_contrast, _is_inflection
+    from tasks.augment.synonyms import _is_contrast, _is_inflection
 
     assert _is_contrast("weak", "stronger") and _is_contrast("high", "low")
     assert _is_contrast("stable", "unstable") and not _is_contrast("excellent", "great")

@@ -1,0 +1,222 @@
+"""The stage: plan new rows per class, apply strategies, drop near-duplicates of val/test."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+
+from tasks.augment.paraphrase import Paraphraser
+from tasks.augment.settings import AugmentResult, AugmentSettings
+from tasks.augment.strategies import char_noise, entity_swap, split_token, word_edit
+from tasks.augment.synonyms import embedding_synonyms, synonym_swap
+
+log = logging.getLogger(__name__)
+
+
+def class_targets(labels: pd.Series, settings: AugmentSettings) -> dict[str, int]:
+    """New rows to make per label: `class_ratios` or `ratio`, raised to balance classes when
+    asked, capped at `max_per_example` per source row."""
+    counts = labels.value_counts()
+    largest = int(counts.max()) if len(counts) else 0
+    targets = {}
+    for label, count in counts.items():
+        n = round(count * settings.class_ratios.get(str(label), settings.ratio))
+        if settings.balance_classes:
+            n = max(n, round(largest * (1 + settings.ratio)) - int(count))
+        targets[str(label)] = min(n, int(count) * settings.max_per_example)
+    return targets
+
+
+def near_duplicate_mask(candidates: list[str], held_out: list[str], threshold: float) -> np.ndarray:
+    """True where a candidate's TF-IDF cosine (words 1-2 grams) to any held-out text >= threshold."""
+    if not candidates or not held_out:
+        return np.zeros(len(candidates), dtype=bool)
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from tasks.validate import normalise_text
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    vectorizer.fit([normalise_text(t) for t in held_out + candidates])
+    a = vectorizer.transform([normalise_text(t) for t in candidates])
+    b = vectorizer.transform([normalise_text(t) for t in held_out])
+    best = np.zeros(len(candidates))
+    for start in range(0, len(candidates), 2048):
+        block = (a[start : start + 2048] @ b.T).max(axis=1).toarray().ravel()
+        best[start : start + 2048] = block
+    return best >= threshold - 1e-9
+
+
+def augment_frame(
+    frame: pd.DataFrame,
+    settings: AugmentSettings,
+    held_out: list[str] | None = None,
+    base_model: str | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """`frame` (source='original') plus augmented rows, deterministic for a seed; and stats.
+
+    `held_out`: val/test texts; new rows that are near-duplicates of one are dropped.
+    `base_model`: whose embeddings give synonyms (the `synonym` strategy is skipped without one).
+    """
+    rng = random.Random(settings.seed)
+    original = frame.assign(source="original")
+    stats: dict = {"near_duplicates_removed": 0, "skipped_strategies": [], "unchanged": 0}
+    if not settings.enabled or not settings.strategies:
+        return original, stats
+    strategies = list(dict.fromkeys(settings.strategies))
+    if "paraphrase" in strategies and settings.paraphrase.model is None:
+        log.info("augment: paraphrase skipped: no augment.paraphrase.model configured")
+        strategies.remove("paraphrase")
+        stats["skipped_strategies"].append("paraphrase")
+    table: dict[str, list[str]] = {}
+    if "synonym" in strategies:
+        if base_model is None:
+            log.info("augment: synonym skipped: no base model given for embedding neighbours")
+            strategies.remove("synonym")
+            stats["skipped_strategies"].append("synonym")
+        else:
+            words = {
+                p[1].lower()
+                for t in frame["text"]
+                for tok in t.split(" ")
+                if (p := split_token(tok))
+            }
+            table = embedding_synonyms(base_model, words, settings.synonym)
+    if not strategies:
+        return original, stats
+
+    paraphraser = (
+        Paraphraser(settings.paraphrase, settings.seed) if "paraphrase" in strategies else None
+    )
+    plans: list[tuple[int, str]] = []
+    targets = class_targets(frame["label"], settings)
+    for label, n_new in sorted(targets.items()):
+        positions = [i for i, lbl in enumerate(frame["label"]) if str(lbl) == label]
+        order: list[int] = []
+        while len(order) < n_new:
+            batch = positions[:]
+            rng.shuffle(batch)
+            order += batch
+        plans += [(i, rng.choice(strategies)) for i in order[:n_new]]
+
+    rewrites: dict[int, str | None] = {}
+    if paraphraser is not None:
+        wanted = sorted({i for i, s in plans if s == "paraphrase"})
+        texts = paraphraser([str(frame["text"].iloc[i]) for i in wanted])
+        rewrites = dict(zip(wanted, texts, strict=True))
+
+    def apply(strategy: str, text: str, i: int) -> str:
+        if strategy == "char_noise":
+            return char_noise(text, rng, settings.char_noise)
+        if strategy == "word_edit":
+            return word_edit(text, rng, settings.word_edit)
+        if strategy == "synonym":
+            return synonym_swap(text, rng, table, settings.synonym)
+        if strategy == "entity_swap":
+            return entity_swap(text, rng, settings.entity_swap)
+        return rewrites.pop(i, None) or text
+
+    rows = []
+    seen = set(frame["text"])
+    for i, strategy in plans:
+        row = frame.iloc[i]
+        text = apply(strategy, row["text"], i)
+        if text == row["text"] or text in seen:
+            # strategies that find nothing to change (no amounts, no synonyms) hand over
+            fallback = [s for s in strategies if s not in (strategy, "paraphrase")]
+            rng.shuffle(fallback)
+            for other in fallback:
+                text = apply(other, row["text"], i)
+                if text != row["text"] and text not in seen:
+                    strategy = other
+                    break
+        if text == row["text"] or text in seen:
+            stats["unchanged"] += 1
+            continue
+        seen.add(text)
+        rows.append({**row.to_dict(), "text": text, "source": strategy, "source_row": int(i)})
+    added = pd.DataFrame(rows)
+    if len(added) and held_out:
+        dup = near_duplicate_mask(
+            added["text"].tolist(), list(held_out), settings.near_duplicate_threshold
+        )
+        stats["near_duplicates_removed"] = int(dup.sum())
+        added = added[~dup]
+    if not len(added):
+        return original, stats
+    return pd.concat([original, added], ignore_index=True), stats
+
+
+def sample_table(augmented: pd.DataFrame, per_strategy: int = 3) -> list[dict[str, str]]:
+    """A few (strategy, original -> augmented) pairs per strategy, for people to read."""
+    originals = augmented[augmented["source"] == "original"]
+    added = augmented[augmented["source"] != "original"]
+    rows = []
+    for strategy, group in added.groupby("source", sort=True):
+        for _, row in group.head(per_strategy).iterrows():
+            rows.append(
+                {
+                    "strategy": str(strategy),
+                    "label": str(row["label"]),
+                    "original": str(originals["text"].iloc[int(row["source_row"])]),
+                    "augmented": str(row["text"]),
+                }
+            )
+    return rows
+
+
+def augment_file(
+    train_path: Path,
+    settings: AugmentSettings,
+    out_path: Path,
+    held_out_paths: list[Path] | None = None,
+    base_model: str | None = None,
+) -> AugmentResult:
+    """Read a training parquet, augment it, write `out_path` and a sample table beside it."""
+    frame = pd.read_parquet(train_path)
+    held_out = [t for p in held_out_paths or [] for t in pd.read_parquet(p)["text"].astype(str)]
+    augmented, stats = augment_frame(frame, settings, held_out, base_model)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    augmented.to_parquet(out_path, index=False)
+    added = augmented[augmented["source"] != "original"]
+    sample_path = out_path.with_name(out_path.stem + "_samples.json")
+    pd.DataFrame(sample_table(augmented)).to_json(sample_path, orient="records", indent=1)
+    return AugmentResult(
+        train_path=out_path,
+        rows_original=len(frame),
+        rows_added=len(added),
+        per_strategy={str(k): int(v) for k, v in added["source"].value_counts().items()}
+        if len(added)
+        else {},
+        per_class={str(k): int(v) for k, v in added["label"].value_counts().items()}
+        if len(added)
+        else {},
+        near_duplicates_removed=stats["near_duplicates_removed"],
+        skipped_strategies=stats["skipped_strategies"],
+        sample_path=sample_path,
+    )
+
+
+@task(name="augment")
+def augment_task(
+    train_path: Path,
+    settings: AugmentSettings,
+    out_dir: Path,
+    held_out_paths: list[Path] | None = None,
+    base_model: str | None = None,
+) -> AugmentResult:
+    result = augment_file(
+        train_path, settings, out_dir / "train_augmented.parquet", held_out_paths, base_model
+    )
+    log.info(
+        "augmented %d rows with %d new (%s); %d near-duplicates of val/test dropped",
+        result.rows_original,
+        result.rows_added,
+        ", ".join(f"{k}={v}" for k, v in sorted(result.per_strategy.items())) or "none",
+        result.near_duplicates_removed,
+    )
+    return result

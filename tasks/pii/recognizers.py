@@ -1,0 +1,248 @@
+"""Presidio recognizers for every entity type, built from the settings' patterns.
+
+Importing this module loads Presidio (and with it spaCy): `tasks.pii.engine` imports it on first
+use, so reading a config or importing `tasks.pii` stays cheap.
+"""
+
+from __future__ import annotations
+
+import re
+
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.predefined_recognizers import IbanRecognizer, IpRecognizer, PhoneRecognizer
+
+from tasks.pii.patterns import (
+    CUES,
+    DATE,
+    DATE_ONLY,
+    NAME_TOKEN,
+    NOT_NAMES,
+    PARTICLE,
+    SURNAME,
+    TITLES,
+    luhn_valid,
+    name_gazetteers,
+    stop_words,
+)
+from tasks.pii.settings import PIISettings
+
+
+class LuhnCardRecognizer(PatternRecognizer):
+    """13-19 digits, optionally grouped, that pass the Luhn checksum (all card brands)."""
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return luhn_valid(pattern_text)
+
+
+class GroupedPhoneRecognizer(PatternRecognizer):
+    """Phone numbers in formats `phonenumbers` rejects: 7-15 digits, +/00 prefixes, ext."""
+
+    def validate_result(self, pattern_text: str) -> bool:
+        if DATE_ONLY.match(pattern_text.strip()):
+            return False
+        main = re.split(r"x|ext", pattern_text)[0]
+        return 7 <= sum(c.isdigit() for c in main) <= 15
+
+
+class PersonNameRecognizer(EntityRecognizer):
+    """Titles, cue words, "Last, First", gazetteers and mid-sentence capitalised runs."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["PERSON"], name="PersonNameRecognizer")
+        self.first_names, self.last_names = name_gazetteers()
+        self.blocked = NOT_NAMES | stop_words()
+        run = rf"{NAME_TOKEN}(?:\s+(?:{PARTICLE}\s+)*{NAME_TOKEN}){{0,3}}"
+        particled = rf"(?:{PARTICLE}\s+)*{run}"
+        self.titled = re.compile(rf"\b{TITLES}\s+({particled})")
+        self.cued = re.compile(rf"(?i:\b{CUES})[:,]?\s+({particled})")
+        self.last_first = re.compile(rf"\b({SURNAME}),\s+({NAME_TOKEN})(?:\s+({NAME_TOKEN}))?")
+        self.runs = re.compile(rf"(?<![\w'’-])({run})")
+
+    def load(self) -> None:  # nothing to load: patterns compile in __init__
+        return None
+
+    def _trim(self, text: str, start: int, end: int) -> tuple[int, int] | None:
+        """Drop blocked words from either end of a token run."""
+        tokens = list(re.finditer(r"\S+", text[start:end]))
+        while tokens and tokens[-1].group().strip(".,") in self.blocked:
+            tokens.pop()
+        while tokens and tokens[0].group().strip(".,") in self.blocked:
+            tokens.pop(0)
+        if not tokens:
+            return None
+        return start + tokens[0].start(), start + tokens[-1].end()
+
+    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: ANN001, ANN201
+        results = []
+
+        def add(span: tuple[int, int] | None, score: float) -> None:
+            if span is not None:
+                results.append(RecognizerResult("PERSON", span[0], span[1], score))
+
+        for m in self.titled.finditer(text):  # after a title, any capitalised run
+            add((m.start(), m.end(1)), 0.85)
+        for m in self.cued.finditer(text):
+            add(self._trim(text, m.start(1), m.end(1)), 0.7)
+        for m in self.last_first.finditer(text):
+            last, first = m.group(1).split()[-1], m.group(2)
+            if first in self.blocked or last in self.blocked:
+                continue
+            if first in self.first_names or last in self.last_names:
+                add((m.start(), m.end()), 0.8)
+            else:  # unseen names in "Last, First" order: weaker evidence
+                add((m.start(), m.end()), 0.5)
+        for m in self.runs.finditer(text):
+            words = m.group(1).split()
+            names = [w for w in words if w[:1].isupper()]
+            known_first = names[0] in self.first_names
+            known_last = any(w in self.last_names for w in names[1:])
+            sentence_start = m.start() == 0 or bool(
+                re.search(r"[.!?:;\n]\s*$", text[max(0, m.start() - 3) : m.start()])
+            )
+            if len(names) == 1:
+                # A lone capitalised word is a name only as a known first name mid-sentence.
+                if known_first and not sentence_start and names[0] not in self.blocked:
+                    add((m.start(1), m.end(1)), 0.5)
+                continue
+            if any(w in self.blocked for w in names[1:]):
+                span = self._trim(text, m.start(1), m.end(1))
+                if span is None or span == (m.start(1), m.end(1)):
+                    continue
+                inner = text[span[0] : span[1]].split()
+                if len(inner) < 2 or any(w in self.blocked for w in inner):
+                    continue
+                add(span, 0.6)
+                continue
+            if names[0] in self.blocked:
+                span = self._trim(text, m.start(1), m.end(1))
+                if span and len(text[span[0] : span[1]].split()) >= 2:
+                    inner = text[span[0] : span[1]].split()
+                    if inner[0] in self.first_names or any(w in self.last_names for w in inner):
+                        add(span, 0.6)
+                continue
+            # two or more capitalised tokens, none an ordinary word: a proper name
+            add((m.start(1), m.end(1)), 0.75 if known_first or known_last else 0.5)
+        return results
+
+
+def _cue_recognizer(entity: str, name: str, patterns: list[str]) -> PatternRecognizer:
+    """Numbers found by the configured regexes (account, loan, medical record), any case."""
+    return PatternRecognizer(
+        supported_entity=entity,
+        name=name,
+        patterns=[Pattern(f"{name}_{i}", p, 0.6) for i, p in enumerate(patterns)],
+        global_regex_flags=re.IGNORECASE | re.DOTALL | re.MULTILINE,
+    )
+
+
+def build(settings: PIISettings) -> list:
+    """One recognizer per detector, in the order the analyzer registry holds them."""
+    ssn = PatternRecognizer(
+        supported_entity="US_SSN",
+        name="UsSsnAnyRecognizer",
+        patterns=[
+            Pattern("ssn_grouped", r"(?<![\d-])\d{3}([- .])\d{2}\1\d{4}(?![\d-])", 0.6),
+            Pattern(
+                "ssn_after_cue",
+                r"(?<=\b(?:ssn|ss#|ss no\.?|social security(?: number| no\.?| #)?)[:#]?\s{0,2})"
+                r"\d{3}[- .]?\d{2}[- .]?\d{4}\b",
+                0.7,
+            ),
+        ],
+    )
+    dob = PatternRecognizer(
+        supported_entity="DATE_OF_BIRTH",
+        name="DateOfBirthRecognizer",
+        patterns=[
+            Pattern(
+                "date_after_birth_cue",
+                rf"(?<=\b(?:dob|d\.o\.b\.|date of birth|birth ?date|born(?: on)?|birthday)"
+                rf"[:\s]{{1,3}}(?:is\s+|was\s+|on\s+)?){DATE}",
+                0.7,
+            )
+        ],
+    )
+    street = PatternRecognizer(
+        supported_entity="STREET_ADDRESS",
+        name="StreetAddressRecognizer",
+        patterns=[
+            Pattern(
+                "after_address_cue",
+                r"(?i)(?<=address: )[^\n]{5,160}?(?=\.\s+[A-Z][a-z]|\.?\s*$)",
+                0.7,
+            ),
+            Pattern(
+                "number_street",
+                r"\b\d{1,6}[A-Za-z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|"
+                r"Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Parkway|Pkwy|"
+                r"Square|Sq|Highway|Hwy|Circle|Cir|Trail|Close|Crescent)\b\.?"
+                r"(?:,?\s+(?:Apt|Suite|Unit|#)\.?\s*\w+)?",
+                0.6,
+            ),
+            Pattern(
+                "number_first_eu",
+                r"\b\d{1,5}[a-z]?,?\s+(?:Rue|Via|Calle|Rua|Avenida|Avenue|Plaza|Piazza|Viale|"
+                r"Boulevard|Place|Chemin|Allée|Quai|Impasse)\s+(?:(?:de|la|del|di|da|du|des|do|"
+                r"dos|le|les|l'|d')\s*)*[A-ZÀ-Þ][\w'’-]+(?:\s+[A-ZÀ-Þ][\w'’-]+){0,2}",
+                0.6,
+            ),
+            Pattern(
+                "street_number_eu",
+                r"\b(?:[A-Z][a-zäöüß]+(?:straße|strasse|weg|gasse|platz|allee|laan|straat|gracht)"
+                r"|(?:Rue|Avenue|Via|Calle|Rua|Boulevard|Plaza|Avenida|Piazza|Viale|ulica|ul\.)"
+                r"\s+(?:[\w'’-]+\s+){0,4}?[\w'’-]+)\s*,?\s*\d{1,5}[a-z]?\b",
+                0.6,
+            ),
+        ],
+        global_regex_flags=re.DOTALL | re.MULTILINE,
+    )
+
+    # Presidio's EmailRecognizer validates domains with tldextract, which fetches the public
+    # suffix list from the internet; a plain pattern needs nothing.
+    email = PatternRecognizer(
+        supported_entity="EMAIL_ADDRESS",
+        name="EmailPatternRecognizer",
+        patterns=[
+            Pattern(
+                "email",
+                r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+                0.9,
+            )
+        ],
+    )
+    card = LuhnCardRecognizer(
+        supported_entity="CREDIT_CARD",
+        name="LuhnCardRecognizer",
+        patterns=[Pattern("card", r"\b(?:\d[ -]?){11,18}\d\b", 0.6)],
+    )
+    phone = GroupedPhoneRecognizer(
+        supported_entity="PHONE_NUMBER",
+        name="GroupedPhoneRecognizer",
+        patterns=[
+            Pattern(
+                "grouped_digits",
+                r"(?<![\w@$/:.-])(?:\+|00)?\(?\d{1,4}\)?(?:[ .-]?\(?\d{1,5}\)?){1,6}"
+                r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w,]|[.:]\d)",
+                0.4,
+            )
+        ],
+    )
+    return [
+        email,
+        PhoneRecognizer(
+            supported_regions=("US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "PL", "TR")
+        ),
+        card,
+        phone,
+        IbanRecognizer(),
+        IpRecognizer(),
+        ssn,
+        dob,
+        street,
+        _cue_recognizer("ACCOUNT_NUMBER", "AccountNumberRecognizer", settings.account_patterns),
+        _cue_recognizer("LOAN_NUMBER", "LoanNumberRecognizer", settings.loan_patterns),
+        _cue_recognizer(
+            "MEDICAL_RECORD_NUMBER", "MedicalRecordRecognizer", settings.medical_record_patterns
+        ),
+        PersonNameRecognizer(),
+    ]
