@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flows.cli import main
+from tunegate.cli import main
 
 pytestmark = pytest.mark.unit
 

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
 from flows.config import ConfigError, load_config
-from flows.demo_data import generate
+from tunegate.cli import main
+from tunegate.demo_data.loans import generate
 
 pytestmark = pytest.mark.unit
 
