@@ -29,9 +29,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tunegate run --config configs/demo.yaml --summary-json .tunegate/demo-summary.json
 
+# lint-imports checks the layer contracts of pyproject.toml ([tool.importlinter], ARCHITECTURE.md).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """Do the training defaults hold on data other than the demo's?
 
-A public-style intent set (`flows/intent_data.py`: 40 banking intents, short messages, 2% label
+A public-style intent set (`tunegate/demo_data/intents.py`: 40 banking intents, short messages, 2% label
 noise) is loaded with only the paths and column names changed from the defaults, validated,
 scrubbed and split exactly as the flow does. Then the training stage runs with its defaults, and
 with a small manual-tuning grid (learning rate x epochs) whose winner is picked on the
@@ -55,13 +55,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from flows.config import load_config
-    from flows.intent_data import generate_intents
     from tasks.evaluate import evaluate_candidate
     from tasks.load import read_records
     from tasks.pii import scrub_dataset
     from tasks.split import write_splits
     from tasks.train import TrainJob, TrainSettings, run_training
     from tasks.validate import validate_records
+    from tunegate.demo_data.intents import generate_intents
 
     started = time.perf_counter()
     out = args.out

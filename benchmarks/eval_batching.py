@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from flows.tiny_models import build_tiny_llama  # noqa: E402
 from tasks.evaluate import (  # noqa: E402
     DecodingSettings,
     generate_texts,
     generation_metrics,
     load_causal_lm,
 )
+from tests.helpers.tiny_models import build_tiny_llama  # noqa: E402
 
 N_EXAMPLES = 1000
 THREADS = 1  # tiny matrices: more threads only add synchronisation (and fight other jobs)

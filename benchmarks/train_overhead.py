@@ -106,8 +106,9 @@ def bare_main(spec_path: Path) -> None:
 def prepare(root: Path) -> dict:
     import pandas as pd
 
-    from flows.demo_data import generate
-    from flows.tiny_models import build_tiny_llama, summarization_rows
+    from tests.helpers.tiny_models import build_tiny_llama
+    from tunegate.demo_data.loans import generate
+    from tunegate.demo_data.notes import summarization_rows
 
     labels = ["low_risk", "medium_risk", "high_risk", "decline"]
     rows = [

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks.feedback import canonical_jsonl, sign  # noqa: E402
+from tests.helpers.servers import free_port  # noqa: E402
 
 SECRET = "benchmark-secret"
 BARE_APP = textwrap.dedent(
@@ -55,12 +55,6 @@ BARE_APP = textwrap.dedent(
         return JSONResponse({"rows": body.count(b"\\n")}, status_code=202)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -205,7 +199,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-m",
-                "flows.cli",
+                "tunegate",
                 "webhook",
                 "--port",
                 str(port),

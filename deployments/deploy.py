@@ -17,6 +17,20 @@ from flows.config import RetrainConfig
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 
 
+class WorkPoolSpec(BaseModel):
+    """`work_pool:` of one deployment (prefect.yaml's keys); its defaults are the only ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="tunegate-process", description="Work pool (process type).")
+    work_queue_name: str | None = Field(
+        default=None, description="Queue within the pool; None: the pool's default queue."
+    )
+    job_variables: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the pool's base job template."
+    )
+
+
 class DeploymentSpec(BaseModel):
     """One entry of `deployments:` in prefect.yaml (the keys tunegate reads)."""
 
@@ -30,7 +44,7 @@ class DeploymentSpec(BaseModel):
     schedules: list[dict[str, Any]] = Field(default_factory=list)
     triggers: list[dict[str, Any]] = Field(default_factory=list)
     concurrency_limit: dict[str, Any] | None = None
-    work_pool: dict[str, Any] = Field(default_factory=dict)
+    work_pool: WorkPoolSpec = Field(default_factory=WorkPoolSpec)
 
 
 def load_specs(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
@@ -113,7 +127,7 @@ def apply_deployments(config: RetrainConfig, specs: list[DeploymentSpec]) -> lis
     from prefect.exceptions import ObjectAlreadyExists
 
     ensure_retrain_lock(config.mlflow.registered_model)
-    pools = {spec.work_pool.get("name", "tunegate-process") for spec in specs}
+    pools = {spec.work_pool.name for spec in specs}
     with get_client(sync_client=True) as client:
         for pool in pools:
             try:
@@ -122,7 +136,9 @@ def apply_deployments(config: RetrainConfig, specs: list[DeploymentSpec]) -> lis
                 pass
     names = []
     for spec, deployment in zip(specs, build_deployments(config, specs), strict=True):
-        deployment.work_queue_name = spec.work_pool.get("work_queue_name")
-        deployment.apply(work_pool_name=spec.work_pool.get("name", "tunegate-process"))
+        deployment.work_queue_name = spec.work_pool.work_queue_name
+        if spec.work_pool.job_variables:
+            deployment.job_variables = spec.work_pool.job_variables
+        deployment.apply(work_pool_name=spec.work_pool.name)
         names.append(f"retrain/{spec.name}")
     return names

@@ -8,7 +8,7 @@ validated once, before any work starts. Every problem is reported on one line th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -104,6 +104,9 @@ class RetrainConfig(BaseModel):
         return out
 
 
+S = TypeVar("S", bound=BaseModel)
+
+
 class ConfigError(Exception):
     """The config cannot be used; the message is one line naming the key or file."""
 
@@ -170,13 +173,33 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> Retrai
         raise ConfigError(_first_error(exc)) from None
 
 
-def load_mlflow_settings(path: Path | None, overrides: list[str] | None = None) -> MLflowSettings:
-    """Only the `mlflow` section (tracking URI, model name), for the registry commands.
+def load_sections(
+    path: Path | None, overrides: list[str] | None, sections: dict[str, type[BaseModel]]
+) -> dict[str, BaseModel]:
+    """Some sections of the config file, each validated by its own settings model.
 
-    The same `--config` / `--set` as `tunegate run`; the data section is not needed here.
+    For the commands that run one stage alone (`scrub`, `augment`, the registry commands): they
+    read the same `--config` / `--set` as `tunegate run` but need no `data.path`. Errors name
+    the key like `load_config`'s, prefixed with the section (`augment.ratio: ...`).
     """
     raw = _read_raw(path, overrides)
-    try:
-        return MLflowSettings.model_validate(raw.get("mlflow") or {})
-    except ValidationError as exc:
-        raise ConfigError("mlflow." + _first_error(exc)) from None
+    out: dict[str, BaseModel] = {}
+    for name, model in sections.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: must be a mapping of keys, got {section!r}")
+        try:
+            out[name] = model.model_validate(section)
+        except ValidationError as exc:
+            raise ConfigError(f"{name}." + _first_error(exc)) from None
+    return out
+
+
+def load_section(path: Path | None, overrides: list[str] | None, section: str, model: type[S]) -> S:
+    """One section of the config file (see `load_sections`)."""
+    return load_sections(path, overrides, {section: model})[section]  # type: ignore[return-value]
+
+
+def load_mlflow_settings(path: Path | None, overrides: list[str] | None = None) -> MLflowSettings:
+    """Only the `mlflow` section (tracking URI, model name), for the registry commands."""
+    return load_section(path, overrides, "mlflow", MLflowSettings)

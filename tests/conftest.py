@@ -23,7 +23,8 @@ os.environ.update(
     }
 )
 
-from flows.demo_data import LABELS, generate  # noqa: E402
+from tests.helpers.tiny_models import build_tiny_bert  # noqa: E402
+from tunegate.demo_data.loans import LABELS, generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,38 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-dim BERT with a word-level tokenizer over the demo vocabulary."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    words = set()
-    for row in generate(n=400, seed=1):
-        words.update((row["narrative"] or "").lower().replace(".", " ").replace(",", " ").split())
-    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])}
-    for word in sorted(words):
-        vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        do_lower_case=True,
-    )
-    fast.save_pretrained(path)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
-    BertModel(config).save_pretrained(path)
-    return path
+    texts = [row["narrative"] or "" for row in generate(n=400, seed=1)]
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
 
 
 @pytest.fixture(scope="session")

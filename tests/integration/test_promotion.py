@@ -10,7 +10,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import tasks.registry as registry
-from flows.cli import main
 from tasks.registry import (
     CHAMPION,
     PREVIOUS,
@@ -19,6 +18,7 @@ from tasks.registry import (
     register_version,
     rollback_champion,
 )
+from tunegate.cli import main
 
 pytestmark = pytest.mark.integration
 

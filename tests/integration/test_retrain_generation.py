@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from flows.config import ConfigError, load_config
 from flows.retrain import retrain
-from flows.tiny_models import build_tiny_llama, summarization_rows
+from tests.helpers.tiny_models import build_tiny_llama
+from tunegate.demo_data.notes import summarization_rows
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,6 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from flows.demo_data import generate
-from flows.tiny_models import build_tiny_llama, summarization_rows
 from tasks.models import ModelSettings
 from tasks.serving import TextGenerator, TunegatePyfunc
 from tasks.train import (
@@ -28,6 +26,9 @@ from tasks.train import (
     run_training,
     write_spec,
 )
+from tests.helpers.tiny_models import build_tiny_llama
+from tunegate.demo_data.loans import generate
+from tunegate.demo_data.notes import summarization_rows
 
 pytestmark = pytest.mark.integration
 

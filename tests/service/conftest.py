@@ -17,8 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from flows.demo_data import generate
-from tests.service.servers import (
+from tests.helpers.servers import (
     LABELS,
     REPO,
     SECRET,
@@ -28,6 +27,7 @@ from tests.service.servers import (
     Stack,
     free_port,
 )
+from tunegate.demo_data.loans import generate
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +115,7 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
         }
         config_path = root / "tunegate.yaml"
         config_path.write_text(yaml.safe_dump(config))
-        cli = [sys.executable, "-m", "flows.cli"]
+        cli = [sys.executable, "-m", "tunegate"]
         services.wait_healthy(prefect, f"{prefect_api}/health")
         serve = services.start("serve", [*cli, "serve", "--config", str(config_path)])
         webhook = services.start(

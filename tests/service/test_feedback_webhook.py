@@ -14,7 +14,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.service.servers import (
+from tests.helpers.servers import (
     TRIGGER_MIN_ROWS,
     Stack,
     feedback_rows,

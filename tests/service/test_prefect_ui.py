@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.servers import REPO, Stack, wait_for
+from tests.helpers.servers import REPO, Stack, wait_for
 
 pytestmark = pytest.mark.service
 
@@ -103,7 +103,7 @@ def test_deploy_registers_the_deployments_on_a_process_work_pool(stack: Stack, t
         [
             sys.executable,
             "-m",
-            "flows.cli",
+            "tunegate",
             "deploy",
             "--config",
             str(stack.config_path),

@@ -9,57 +9,27 @@ runs in another process; splits and the adapter travel through a shared folder (
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.helpers.servers import REPO, Services, free_port
+
 pytestmark = [pytest.mark.service, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[2]
 POOL = "gpu-test"
 PREFECT = str(Path(sys.executable).parent / "prefect")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"prefect server not healthy after {seconds}s: {log.read_text()[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """A real Prefect server and one process worker on the `gpu-test` pool."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -72,17 +42,15 @@ def prefect_server(tmp_path_factory):
         "PREFECT_WORKER_PREFETCH_SECONDS": "1",
         "PYTHONPATH": str(REPO),  # the worker's flow runs import this checkout
     }
-    server_log = home / "server.log"
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        env=env,
-        stdout=server_log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=home,
-    )
-    worker = None
+    services = Services(home, env)
     try:
-        _wait_healthy(api, server, server_log)
+        server = services.start(
+            "prefect-server",
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+            port,
+            cwd=home,
+        )
+        services.wait_healthy(server, f"{api}/health")
         # Create the pool first: a worker creates it only once it is up, which under load can
         # be after the test deploys to it.
         subprocess.run(
@@ -93,19 +61,12 @@ def prefect_server(tmp_path_factory):
             capture_output=True,
             timeout=180,
         )
-        worker_log = home / "worker.log"
-        worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", POOL, "--type", "process"],
-            env=env,
-            stdout=worker_log.open("w"),
-            stderr=subprocess.STDOUT,
-            cwd=home,
+        worker = services.start(
+            "worker", [PREFECT, "worker", "start", "--pool", POOL, "--type", "process"], cwd=home
         )
-        yield {"api": api, "home": home, "worker_log": worker_log}
+        yield {"api": api, "home": home, "worker_log": worker.log}
     finally:
-        if worker is not None:
-            _stop(worker)
-        _stop(server)
+        services.stop_all()
 
 
 def test_training_runs_on_the_other_pool(prefect_server, tiny_model_dir, demo_subset, tmp_path):

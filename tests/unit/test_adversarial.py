@@ -48,7 +48,7 @@ def tiny_predictor(tiny_model_dir, tmp_path_factory):
 def _rows(n: int, predictor: HeadPredictor | None = None) -> pd.DataFrame:
     """Demo narratives. A random model is right by chance only, and only right answers can be
     flipped: with `predictor`, its own predictions stand in as the true labels."""
-    from flows.demo_data import generate
+    from tunegate.demo_data.loans import generate
 
     rows = [r for r in generate(n=n + 10, seed=5, defect_rate=0) if r["narrative"]][:n]
     texts = [r["narrative"] for r in rows]

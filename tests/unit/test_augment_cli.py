@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.cli import main
+from tunegate.cli import main
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flows.cli import main
+from tunegate.cli import main
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +57,19 @@ def test_scrub_writes_the_output_and_prints_the_audit(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "text" in printed and "PERSON" in printed and "Okonjo" not in printed
     assert "Okonjo" not in out.read_text() and "<PERSON_1>" in out.read_text()
+
+
+def test_scrub_reads_its_section_through_config_and_set(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in _rows(3)))
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "c.yaml"
+    config.write_text("pii: {entities: [PERSON]}\n")
+    # --set overrides the file, as for `tunegate run`: PERSON is not scrubbed any more
+    assert main(["scrub", str(source), str(out), "--config", str(config), "--set", "pii.entities=[EMAIL_ADDRESS]"]) == 0  # fmt: skip
+    assert "Okonjo" in out.read_text()
+    capsys.readouterr()
+    assert main(["scrub", str(source), str(out), "--set", "pii.entitys=[PERSON]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tunegate: config error: pii.entitys: unknown key")
+    assert err.count("\n") == 1 and "Traceback" not in err

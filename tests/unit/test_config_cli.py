@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
 from flows.config import ConfigError, load_config
-from flows.demo_data import generate
+from tunegate.cli import main
+from tunegate.demo_data.loans import generate
 
 pytestmark = pytest.mark.unit
 
@@ -93,3 +93,32 @@ def test_demo_data_is_reproducible_and_matches_the_committed_file():
         or r["risk_label"] not in {"low_risk", "medium_risk", "high_risk", "decline"}
     ]
     assert 0.01 * len(rows) <= len(defects) <= 0.03 * len(rows)
+
+
+def test_one_section_loads_through_the_same_path_as_the_whole_config(tmp_path):
+    from flows.config import load_section
+    from tasks.augment import AugmentSettings
+    from tasks.registry import MLflowSettings
+
+    config = tmp_path / "c.yaml"
+    config.write_text("augment: {ratio: 0.5}\nmlflow: {registered_model: from-file}\n")
+    assert load_section(config, ["augment.seed=9"], "augment", AugmentSettings).seed == 9
+    assert load_section(config, [], "augment", AugmentSettings).ratio == 0.5
+    mlflow = load_section(config, ["mlflow.registered_model=over"], "mlflow", MLflowSettings)
+    assert mlflow.registered_model == "over"
+    with pytest.raises(ConfigError, match=r"^augment\.ratoi: unknown key"):
+        load_section(config, ["augment.ratoi=1"], "augment", AugmentSettings)
+    with pytest.raises(ConfigError, match="--config: file not found"):
+        load_section(tmp_path / "nope.yaml", [], "augment", AugmentSettings)
+
+
+def test_main_prints_a_cli_error_once_and_returns_its_code(capsys, monkeypatch):
+    from tunegate.commands import run
+    from tunegate.commands.common import CLIError
+
+    def refuse(args):
+        raise CLIError("retrain failed: because", 1)
+
+    monkeypatch.setattr(run, "cmd_run", refuse)
+    assert main(["run"]) == 1
+    assert capsys.readouterr().err == "tunegate: retrain failed: because\n"

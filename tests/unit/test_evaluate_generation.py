@@ -70,7 +70,7 @@ def test_generation_metrics_exact_match_and_length():
 
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory) -> Path:
-    from flows.tiny_models import build_tiny_llama
+    from tests.helpers.tiny_models import build_tiny_llama
 
     path = tmp_path_factory.mktemp("tiny-llama")
     return build_tiny_llama(path, [" ".join(WORDS) + " : ."], hidden_size=32)

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from flows.intent_data import INTENTS, generate_intents
+from tunegate.demo_data.intents import INTENTS, generate_intents
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.tiny_models import build_tiny_llama, summarization_rows
 from tasks.models import ModelError, ModelSettings, prompt_parts, resolve_base_model
 from tasks.train import (
     LoraSettings,
@@ -24,6 +23,8 @@ from tasks.train import (
 from tasks.train.data import generation_examples
 from tasks.train.launch import _failure_message
 from tasks.train.metrics import mean_rouge
+from tests.helpers.tiny_models import build_tiny_llama
+from tunegate.demo_data.notes import summarization_rows
 
 pytestmark = pytest.mark.unit
 

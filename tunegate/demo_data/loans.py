@@ -10,9 +10,7 @@ duplicates) so that validation has real work.
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 from faker import Faker
 
@@ -243,11 +241,3 @@ def generate(n: int = 3000, seed: int = 7, defect_rate: float = 0.02) -> list[di
         rows.append(base)
     rng.shuffle(rows)
     return rows
-
-
-def write_jsonl(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path

@@ -7,7 +7,7 @@ a failed one), slot values, greetings, typos and 2% label noise, so no keyword l
 fine-tuned model scores 1.0. Used by `benchmarks/defaults_check.py` to choose and check the
 training defaults on data other than the demo's (never on a test split).
 
-    from flows.intent_data import generate_intents
+    from tunegate.demo_data.intents import generate_intents
     rows = generate_intents(n=20000, seed=0)  # [{"utterance": ..., "intent": ...}, ...]
 """
 

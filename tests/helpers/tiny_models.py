@@ -1,39 +1,12 @@
-"""Tiny randomly initialised models and a templated summarization set, built offline in seconds.
+"""Tiny randomly initialised models for tests and benchmarks, built offline in seconds.
 
-For tests, benchmarks and smoke runs of the generation path: nothing is downloaded. The
-summaries are extractions from a fixed sentence pattern, so a small model can learn them and ROUGE
-shows it.
+Nothing is downloaded: each builder writes a word-level tokenizer over the given texts and a
+2-layer model with random weights, enough to exercise training, evaluation and serving.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-
-NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
-VERBS = ["bought", "returned", "ordered", "cancelled"]
-COUNTS = ["one", "two", "three", "four", "five"]
-COLOURS = ["red", "blue", "green", "black", "white"]
-ITEMS = ["chairs", "tables", "lamps", "desks", "shelves", "beds"]
-CITIES = ["oslo", "lima", "cairo", "perth", "quito", "dakar"]
-DAYS = ["monday", "tuesday", "friday", "sunday"]
-PAYMENTS = ["card", "cash", "voucher"]
-
-
-def summarization_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """`text` (a support note) and `target` (its one-line summary)."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        name, verb, count = rng.choice(NAMES), rng.choice(VERBS), rng.choice(COUNTS)
-        colour, item, city = rng.choice(COLOURS), rng.choice(ITEMS), rng.choice(CITIES)
-        day, pay = rng.choice(DAYS), rng.choice(PAYMENTS)
-        text = (
-            f"note {i % 50} : on {day} the customer {name} {verb} {count} {colour} {item} "
-            f"at the {city} store and paid by {pay} ."
-        )
-        rows.append({"text": text, "target": f"{name} {verb} {count} {colour} {item}"})
-    return rows
 
 
 def build_tiny_llama(
@@ -86,4 +59,40 @@ def build_tiny_llama(
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def build_tiny_bert(path: Path, texts: list[str]) -> Path:
+    """A 2-layer, 32-dim BERT encoder with a word-level tokenizer over the words of `texts`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    path = Path(path)
+    words = set()
+    for text in texts:
+        words.update((text or "").lower().replace(".", " ").replace(",", " ").split())
+    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])}
+    for word in sorted(words):
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        do_lower_case=True,
+    )
+    fast.save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
+    BertModel(config).save_pretrained(path)
     return path

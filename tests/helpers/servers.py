@@ -1,7 +1,7 @@
-"""Helpers for the service tier: real server processes on loopback, signed requests.
+"""Real server processes on loopback and signed requests, for the service tier and benchmarks.
 
-The session fixture in `conftest.py` starts one set of servers (see there).
-
+`tests/service/conftest.py` starts one set of servers per session with `Services`;
+`tests/service/test_train_on_pool.py` starts its own Prefect server and worker with it.
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ class Services:
         self.env = env
         self.procs: list[Proc] = []
 
-    def start(self, name: str, args: list[str], port: int | None = None) -> Proc:
+    def start(self, name: str, args: list[str], port: int | None = None, cwd: Path = REPO) -> Proc:
         """Start `args` in its own process group; does not wait (see `wait_healthy`)."""
         log = self.root / f"{name}.log"
         popen = subprocess.Popen(
             args,
-            cwd=REPO,
+            cwd=cwd,
             env=self.env,
             stdout=open(log, "wb"),  # noqa: SIM115 - closed with the process
             stderr=subprocess.STDOUT,

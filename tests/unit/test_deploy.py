@@ -1,0 +1,46 @@
+"""The deployments of `deployments/prefect.yaml`: what they define, and the typed work pool."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+pytestmark = pytest.mark.unit
+
+
+def test_prefect_yaml_defines_scheduled_manual_and_triggered_retrains(tmp_path):
+    from deployments.deploy import build_deployments, load_specs
+    from flows.config import load_config
+
+    specs = {s.name: s for s in load_specs()}
+    assert set(specs) == {"retrain-scheduled", "retrain-manual", "retrain-on-feedback"}
+    base = tmp_path / "base.jsonl"
+    base.write_text('{"text": "a", "label": "good"}\n')
+    config = load_config(None, [f"data.path={base}"])
+    built = {d.name: d for d in build_deployments(config, list(specs.values()))}
+    for deployment in built.values():
+        assert deployment.concurrency_limit == 1
+        assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+        assert deployment.parameters["config"]["data"]["path"] == str(base.resolve())
+    assert built["retrain-scheduled"].schedules[0].schedule.cron == "0 3 * * 1"
+    trigger = built["retrain-on-feedback"].triggers[0]
+    assert trigger.expect == {"tunegate.feedback.landed"}
+    assert built["retrain-on-feedback"].parameters["only_new_feedback"] is True
+    # the UI form: the typed config, with each setting's description and default
+    schema = built["retrain-manual"]._parameter_openapi_schema.model_dump()
+    definitions = schema["definitions"]
+    epochs = definitions["TrainSettings"]["properties"]["epochs"]
+    assert epochs["description"] and "default" in epochs
+    assert "store" in definitions["FeedbackSettings"]["properties"]
+
+
+def test_work_pool_is_typed_with_its_defaults_in_one_place():
+    from deployments.deploy import DeploymentSpec, WorkPoolSpec, load_specs
+
+    for spec in load_specs():
+        assert spec.work_pool == WorkPoolSpec(name="tunegate-process", work_queue_name="default")
+    bare = DeploymentSpec(name="x", entrypoint="flows/retrain.py:retrain")
+    assert bare.work_pool.name == "tunegate-process" and bare.work_pool.work_queue_name is None
+    assert bare.work_pool.job_variables == {}
+    with pytest.raises(ValidationError, match="work_qeue_name"):
+        DeploymentSpec(name="x", entrypoint="e", work_pool={"work_qeue_name": "default"})
