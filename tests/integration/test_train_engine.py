@@ -17,8 +17,8 @@ import pytest
 
 from flows.demo_data import generate
 from flows.tiny_models import build_tiny_llama, summarization_rows
-from tasks.models import ModelSettings
-from tasks.serving import TextGenerator, TunegatePyfunc
+from tasks.models import ModelSettings, TextGenerator
+from tasks.serving import TunegatePyfunc
 from tasks.train import (
     LoraSettings,
     TrainSettings,
