@@ -107,8 +107,10 @@ def load_base_model(
 ) -> tuple[Any, Any]:
     """(tokenizer, model): the base model with the task's head, pad token set.
 
-    `kwargs` go to `from_pretrained` (e.g. a quantization config). Every failure names the
-    setting: a missing model, a tokenizer that does not load, an architecture without the head.
+    `kwargs` go to `from_pretrained` (e.g. a quantization config, or `dtype`). Every failure
+    names the setting: a missing model, a tokenizer that does not load, an architecture without
+    the head. The model is not placed: training places itself; inference passes
+    `dtype=inference_dtype(device)` and hands the model to `place`.
     """
     from transformers import (
         AutoConfig,
