@@ -53,8 +53,8 @@ def main() -> None:
     from tasks.augment import augment_file
     from tasks.evaluate import evaluate_predictions
     from tasks.load import read_records
+    from tasks.models import TextClassifier
     from tasks.pii import scrub_dataset
-    from tasks.serving import TextClassifier
     from tasks.split import write_splits
     from tasks.train import TrainJob, run_training
     from tasks.validate import validate_records

@@ -68,7 +68,7 @@ def main() -> None:
         targets.append(" ".join(words[:5]))
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_llama(Path(tmp), [" ".join(WORDS) + " : ."])
-        model, tokenizer = load_causal_lm(Path(tmp))
+        model, tokenizer = load_causal_lm(Path(tmp), device="cpu")  # the numbers are CPU numbers
         params = sum(p.numel() for p in model.parameters())
         print(f"model: tiny random Llama, {params:,} parameters, 2 layers, hidden 64")
         print(

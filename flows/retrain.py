@@ -47,6 +47,7 @@ from tasks.evaluate import (
 from tasks.feedback import FeedbackStore, merge_feedback_task, remove_merged
 from tasks.gate import HEADLINE as HEADLINE_METRIC
 from tasks.gate import GateDecision, GateSettings, Interval, gate_task
+from tasks.models import TextClassifier
 from tasks.pii import ScrubResult, scrub_task
 from tasks.registry import (
     Tracker,
@@ -55,7 +56,6 @@ from tasks.registry import (
     register_task,
     start_run,
 )
-from tasks.serving import TextClassifier
 from tasks.split import split_task
 from tasks.train import TrainJob, plot_history, train_task
 from tasks.validate import ValidationReport, validate_task

@@ -36,7 +36,14 @@ from tasks.augment import (
     synonym_swap,
     word_edit,
 )
-from tasks.serving import TextClassifier
+from tasks.models import (
+    ModelSettings,
+    TextClassifier,
+    inference_dtype,
+    load_base_model,
+    place,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +114,16 @@ class HeadPredictor(TextClassifier):
     Only the loading differs from a trained folder; prediction is `TextClassifier`'s.
     """
 
-    def __init__(self, base_model: str, labels: list[str], max_length: int, seed: int) -> None:
-        import torch
+    def __init__(
+        self, base_model: str, labels: list[str], max_length: int, seed: int, device: str = "auto"
+    ) -> None:
         from transformers import set_seed
 
-        from tasks.train import LoraSettings, load_classifier
-
         set_seed(seed)
-        self.labels = labels
-        self.max_length = max_length
-        self.tokenizer, self.model = load_classifier(base_model, labels, LoraSettings(), "full")
-        self.model.eval()
-        self._torch = torch
+        where = resolve_device(device)
+        settings = ModelSettings(base_model=base_model, max_length=max_length)
+        tokenizer, model = load_base_model(settings, labels, dtype=inference_dtype(where))
+        self._setup(tokenizer, place(model, where), labels, max_length)
 
 
 class Perturber:
@@ -273,14 +278,17 @@ class AdversarialResult(BaseModel):
 
 
 def reference_predictor(
-    champion_dir: Path | None, base_model: str, labels: list[str], max_length: int, seed: int
+    champion_dir: Path | None,
+    base_model: str,
+    labels: list[str],
+    max_length: int,
+    seed: int,
+    device: str = "auto",
 ) -> tuple[Predictor, str]:
     """The champion's classifier when one exists, else the base model with a fresh head."""
     if champion_dir is not None:
-        from tasks.serving import TextClassifier
-
-        return TextClassifier(champion_dir), "champion"
-    return HeadPredictor(base_model, labels, max_length, seed), "base model with head"
+        return TextClassifier(champion_dir, device), "champion"
+    return HeadPredictor(base_model, labels, max_length, seed, device), "base model with head"
 
 
 def build_adversarial(

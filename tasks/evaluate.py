@@ -26,7 +26,6 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,9 +40,17 @@ from sklearn.metrics import (
 
 from tasks import stage_logger
 from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
-
-if TYPE_CHECKING:
-    from tasks.models import ModelSettings
+from tasks.models import (
+    ModelCard,
+    ModelSettings,
+    TextClassifier,
+    TextGenerator,
+    fix_pad_token,
+    generate_batched,
+    load_encoder,
+    load_trained,
+    model_device,
+)
 
 
 class DecodingSettings(BaseModel):
@@ -158,11 +165,11 @@ def measure_latency(predict_one: Callable[[str], object], texts: list[str]) -> d
     return {"latency_p50_s": statistics.median(timings), "latency_p95_s": timings[p95_index]}
 
 
-def evaluate_candidate(model_dir: Path, test_path: Path, settings: EvaluateSettings) -> EvalResult:
-    from tasks.serving import TextClassifier
-
+def evaluate_candidate(
+    model_dir: Path, test_path: Path, settings: EvaluateSettings, device: str = "auto"
+) -> EvalResult:
     test = pd.read_parquet(test_path)
-    classifier = TextClassifier(model_dir)
+    classifier = TextClassifier(model_dir, device)
     labels = classifier.labels
     preds = classifier.predict(test["text"].tolist(), settings.batch_size)
     result = classification_metrics(test["label"].tolist(), preds, labels)
@@ -171,18 +178,13 @@ def evaluate_candidate(model_dir: Path, test_path: Path, settings: EvaluateSetti
     return result
 
 
-def embed(base_model: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
+def embed(
+    base_model: str, texts: list[str], batch_size: int = 64, device: str = "auto"
+) -> np.ndarray:
     """Mean-pooled, L2-normalised hidden states of the untuned base model."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    from tasks.models import resolve_base_model
-
-    source = resolve_base_model(base_model)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModel.from_pretrained(source).eval()
+    tokenizer, model = load_encoder(base_model, device)
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -192,11 +194,11 @@ def embed(base_model: str, texts: list[str], batch_size: int = 64) -> np.ndarray
                 max_length=256,
                 padding=True,
                 return_tensors="pt",
-            )
-            hidden = model(**batch).last_hidden_state
+            ).to(model_device(model))
+            hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -207,6 +209,7 @@ def few_shot_baseline(
     labels: list[str],
     shots: int,
     seed: int,
+    device: str = "auto",
 ) -> EvalResult:
     """Logistic regression on frozen base-model embeddings of `shots` examples per class."""
     from sklearn.linear_model import LogisticRegression
@@ -217,8 +220,8 @@ def few_shot_baseline(
         [g.sample(min(shots, len(g)), random_state=seed) for _, g in train.groupby("label")]
     )
     head = LogisticRegression(max_iter=2000)
-    head.fit(embed(base_model, fit["text"].tolist()), fit["label"])
-    preds = head.predict(embed(base_model, test["text"].tolist())).tolist()
+    head.fit(embed(base_model, fit["text"].tolist(), device=device), fit["label"])
+    preds = head.predict(embed(base_model, test["text"].tolist(), device=device)).tolist()
     return classification_metrics(test["label"].tolist(), preds, labels)
 
 
@@ -231,6 +234,7 @@ def cached_baseline(
     labels: list[str],
     settings: EvaluateSettings,
     seed: int,
+    device: str = "auto",
 ) -> tuple[EvalResult, bool]:
     """The baseline for (base model, dataset version, shots), computed once. (result, was_cached)."""
     key = f"{Path(base_model).name}-{dataset_version}-{settings.baseline_shots}-{seed}"
@@ -238,7 +242,7 @@ def cached_baseline(
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
     result = few_shot_baseline(
-        base_model, train_path, test_path, labels, settings.baseline_shots, seed
+        base_model, train_path, test_path, labels, settings.baseline_shots, seed, device
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(result.model_dump_json())
@@ -433,19 +437,11 @@ def read_generation_pairs(path: Path, prompt_template: str) -> tuple[list[str], 
     )
 
 
-def load_causal_lm(model_dir: Path):  # noqa: ANN201 - (model, tokenizer)
-    """A causal LM folder: full weights, or a peft adapter (applied to its recorded base)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model_dir = Path(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(model_dir).merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return model.eval(), tokenizer
+def load_causal_lm(model_dir: Path, device: str = "auto"):  # noqa: ANN201 - (model, tokenizer)
+    """Any causal LM folder (tunegate's, or plain full weights or a peft adapter), placed."""
+    card = ModelCard.read_or_describe(Path(model_dir), task="generation")
+    tokenizer, model = load_trained(Path(model_dir), device, card)
+    return model, tokenizer
 
 
 def generate_texts(
@@ -455,48 +451,25 @@ def generate_texts(
     decoding: DecodingSettings,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """Continuations of `prompts` (prompt tokens stripped), generated in left-padded batches.
-
-    Prompts are sorted by length so each batch pads little; outputs come back in input order.
+    """Continuations of prompt strings (cut from the left to `decoding.max_input_tokens`) with
+    the decoding config, through `tasks.models.generate_batched` (length-sorted left-padded
+    batches); outputs come back in input order.
     """
     import torch
 
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lengths.__getitem__)
-    kwargs = {
-        "max_new_tokens": decoding.max_new_tokens,
-        "num_beams": decoding.num_beams,
-        "do_sample": decoding.do_sample,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
+    fix_pad_token(tokenizer)
+    ids = tokenizer(
+        prompts, add_special_tokens=True, truncation=True, max_length=decoding.max_input_tokens
+    )["input_ids"]
+    options: dict[str, object] = {"num_beams": decoding.num_beams, "do_sample": decoding.do_sample}
     if decoding.do_sample:
-        kwargs["temperature"] = decoding.temperature
+        options["temperature"] = decoding.temperature
         torch.manual_seed(decoding.seed)
-    device = next(model.parameters()).device
-    outputs: list[str] = [""] * len(prompts)
-    with torch.inference_mode():
-        for start in range(0, len(order), decoding.batch_size):
-            chunk = order[start : start + decoding.batch_size]
-            batch = tokenizer(
-                [prompts[i] for i in chunk],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=decoding.max_input_tokens,
-            ).to(device)
-            generated = model.generate(**batch, **kwargs)
-            new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            for i, text in zip(
-                chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
-            ):
-                outputs[i] = text.strip()
-            if progress is not None:
-                progress(min(start + decoding.batch_size, len(order)), len(order))
-    return outputs
+    return generate_batched(
+        model, tokenizer, ids, decoding.max_new_tokens, decoding.batch_size, options, progress
+    )
 
 
 def evaluate_generation(
@@ -505,10 +478,11 @@ def evaluate_generation(
     settings: EvaluateSettings,
     tokenizer=None,  # noqa: ANN001
     progress: Callable[[int, int], None] | None = None,
+    device: str = "auto",
 ) -> EvalResult:
     """ROUGE, exact match and output length on the test file, plus single-request latency."""
     if isinstance(model_or_dir, str | Path):
-        model, tokenizer = load_causal_lm(Path(model_or_dir))
+        model, tokenizer = load_causal_lm(Path(model_or_dir), device)
     else:
         model = model_or_dir
         if tokenizer is None:
@@ -557,8 +531,6 @@ def cached_generation_baseline(
     Cached per (model settings, dataset version, latency samples). (result, was_cached).
     """
     import hashlib
-
-    from tasks.serving import TextGenerator
 
     recipe = model_settings.model_dump_json() + str(settings.latency_samples)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
@@ -700,19 +672,17 @@ def gate_targets(
 
 @task(name="evaluate-candidate")
 def evaluate_candidate_task(
-    model_dir: Path, test_path: Path, settings: EvaluateSettings
+    model_dir: Path, test_path: Path, settings: EvaluateSettings, device: str = "auto"
 ) -> EvalResult:
-    return evaluate_candidate(model_dir, test_path, settings)
+    return evaluate_candidate(model_dir, test_path, settings, device)
 
 
 @task(name="evaluate-generation")
 def evaluate_generation_task(
-    model_dir: Path, test_path: Path, settings: EvaluateSettings
+    model_dir: Path, test_path: Path, settings: EvaluateSettings, device: str = "auto"
 ) -> EvalResult:
     """The fine-tuned generation model on the test split, prompted as in training."""
-    from tasks.serving import TextGenerator
-
-    generator = TextGenerator(model_dir)
+    generator = TextGenerator(model_dir, device)
     logger = stage_logger(__name__)
 
     def generate(texts: list[str]) -> list[str]:
@@ -750,9 +720,18 @@ def baseline_task(
     labels: list[str],
     settings: EvaluateSettings,
     seed: int,
+    device: str = "auto",
 ) -> EvalResult:
     result, _ = cached_baseline(
-        cache_dir, base_model, dataset_version, train_path, test_path, labels, settings, seed
+        cache_dir,
+        base_model,
+        dataset_version,
+        train_path,
+        test_path,
+        labels,
+        settings,
+        seed,
+        device,
     )
     return result
 

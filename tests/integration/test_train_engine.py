@@ -15,8 +15,8 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from tasks.models import ModelSettings
-from tasks.serving import TextGenerator, TunegatePyfunc
+from tasks.models import ModelSettings, TextGenerator
+from tasks.serving import TunegatePyfunc
 from tasks.train import (
     LoraSettings,
     TrainJob,

@@ -9,7 +9,6 @@ on a tiny random BERT) is logged, registered and loaded back through the S3 endp
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import subprocess
 import sys
@@ -78,6 +77,7 @@ def s3_env(s3_endpoint, monkeypatch):
 
 def _untrained_adapter(base: Path, out: Path, labels: list[str]) -> Path:
     """A LoRA adapter folder in tunegate's layout, without spending time on training."""
+    from tasks.models import ModelCard, write_labels
     from tasks.train import LoraSettings, load_classifier
 
     tokenizer, model = load_classifier(
@@ -85,10 +85,8 @@ def _untrained_adapter(base: Path, out: Path, labels: list[str]) -> Path:
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "labels.json").write_text(json.dumps(labels))
-    (out / "tunegate.json").write_text(
-        json.dumps({"base_model": str(base), "method": "lora", "max_length": 32})
-    )
+    write_labels(out, labels)
+    ModelCard(base_model=str(base), method="lora", max_length=32).write(out)
     return out
 
 
