@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tasks.augment.settings import AugmentError, ParaphraseSettings
 from tasks.augment.strategies import PLACEHOLDER
+from tasks.models import place, resolve_base_model, resolve_device
 
 
 class Paraphraser:
@@ -17,8 +18,6 @@ class Paraphraser:
             AutoModelForSeq2SeqLM,
             AutoTokenizer,
         )
-
-        from tasks.models import resolve_base_model
 
         self.settings = settings
         source = resolve_base_model(str(settings.model))
@@ -38,8 +37,7 @@ class Paraphraser:
         self.tokenizer.padding_side = "left"
         self._torch = torch
         torch.manual_seed(seed)
-        if torch.cuda.is_available():
-            self.model.to("cuda")
+        self.model = place(self.model, resolve_device("auto"))
 
     def __call__(self, texts: list[str]) -> list[str | None]:
         out: list[str | None] = []

@@ -14,6 +14,7 @@ import numpy as np
 
 from tasks.augment.settings import AugmentError, SynonymSettings
 from tasks.augment.strategies import DELETABLE, NEGATIONS, match_case, split_token
+from tasks.models import ModelError, load_encoder
 
 # Contrast pairs that sit close together in embedding space but mean opposite things.
 CONTRASTS = (
@@ -99,19 +100,10 @@ def _whole_word(token: str) -> str | None:
 @functools.lru_cache(maxsize=4)
 def _embedding_table(base_model: str) -> tuple[list[str], np.ndarray]:
     """Whole-word vocabulary entries and their L2-normalised input embeddings."""
-    from transformers import AutoModel, AutoTokenizer
-
-    from tasks.models import resolve_base_model
-
-    source = resolve_base_model(base_model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source)
-    except OSError as exc:
-        raise AugmentError(
-            f"augment.synonym needs model.base_model '{base_model}' offline: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
+        tokenizer, model = load_encoder(base_model, device="cpu")  # a table lookup, not a forward
+    except ModelError as exc:
+        raise AugmentError(f"augment.synonym needs model.base_model offline: {exc}") from None
     weights = model.get_input_embeddings().weight.detach().float().numpy()
     words, ids, seen = [], [], set()
     for token, idx in tokenizer.get_vocab().items():
