@@ -5,8 +5,8 @@ explicit `MlflowClient` (no global active run), so stages stay testable and thre
 Promotion re-reads the `champion` alias right before moving it, and refuses to move it when
 another writer changed it since this run looked (last writer must not silently win). The
 read-compare-set runs under a Prefect global concurrency limit of one slot per registered model
-(`tasks.locks.promotion_lock_name`, created on first use), so two flows or CLI calls finishing together
-are serialised: the second one sees the first one's champion and refuses. Every promotion tags
+(named by `tasks.locks.promotion_lock_name`, created on first use), so two flows or CLI calls
+finishing together are serialised: the second one sees the first one's champion and refuses. Every promotion tags
 the version with how it happened (`tunegate.promotion`: `gate`, `manual` or `forced`) and with
 the champion it replaced (`tunegate.previous_champion`), which `rollback` walks back along.
 """
