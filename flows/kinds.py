@@ -36,6 +36,7 @@ from tasks.evaluate import (
 )
 from tasks.metrics import HEADLINE
 from tasks.registry import Champion
+from tasks.serving import TextClassifier, TextGenerator
 from tasks.split import SplitResult
 
 Predict = Callable[[list[str]], list[str]]
@@ -177,8 +178,6 @@ class ClassificationKind:
         champion: Champion,
     ) -> Scores:
         """Clean test metrics, plus the robustness slice and the adversarial file when present."""
-        from tasks.serving import TextClassifier
-
         scores = Scores(evaluate_candidate_task(model_dir, splits.test_path, config.evaluate))
         predictors: dict[str, Predict] = {}
         if champion.model_dir is not None:
@@ -249,8 +248,6 @@ class GenerationKind:
         labels: list[str],
         champion: Champion,
     ) -> Scores:
-        from tasks.serving import TextGenerator
-
         scores = Scores(evaluate_generation_task(model_dir, splits.test_path, config.evaluate))
         if champion.model_dir is not None:
             scores.champion = evaluate_generator(
