@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.config import RetrainConfig
+from tasks.locks import ensure_lock, retrain_lock_name
 
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 
@@ -97,19 +98,7 @@ def build_deployments(config: RetrainConfig, specs: list[DeploymentSpec]) -> lis
 
 def ensure_retrain_lock(registered_model: str) -> None:
     """The global limit (one slot) the flow holds while it retrains `registered_model`."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
-    from flows.retrain import retrain_lock_name
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=retrain_lock_name(registered_model), limit=1)
-            )
-        except ObjectAlreadyExists:
-            pass
+    ensure_lock(retrain_lock_name(registered_model))
 
 
 def serve_deployments(config: RetrainConfig, specs: list[DeploymentSpec]) -> None:

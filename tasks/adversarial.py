@@ -373,9 +373,10 @@ def adversarial_task(
     max_length: int,
     settings: AdversarialSettings,
     out_dir: Path,
+    device: str = "auto",
 ) -> AdversarialResult:
     predictor, reference = reference_predictor(
-        champion_dir, base_model, labels, max_length, settings.seed
+        champion_dir, base_model, labels, max_length, settings.seed, device
     )
     result = build_adversarial(
         train_path, test_path, predictor, reference, settings, out_dir, base_model
@@ -406,23 +407,3 @@ def robust_metrics(
         "robust_accuracy": result.metrics["accuracy"],
         "robust_examples": float(len(slice_)),
     }
-
-
-def champion_model_dir(tracking_uri: str, name: str, dst: Path) -> Path | None:
-    """The model folder behind `models:/<name>@champion`, downloaded to `dst`; None without one."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        version = MlflowClient(tracking_uri).get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return None
-    mlflow.set_tracking_uri(tracking_uri)
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version.version}", dst_path=str(dst)
-        )
-    )
-    found = sorted(p.parent for p in local.rglob("tunegate.json"))
-    return found[0] if found else None

@@ -1,7 +1,7 @@
 """The promotion gate: a pure function from metrics to a decision with every reason.
 
-The headline metric depends on the task: macro-F1 for classification, ROUGE-1 (F) for
-generation. Checks, each reported with its numbers whether it passed, failed or was skipped:
+The headline metric depends on the task (`tasks.metrics.HEADLINE`): macro-F1 for
+classification, ROUGE-1 (F) for generation. Checks, each reported with its numbers whether it passed, failed or was skipped:
 
 - `absolute_target`: headline >= `gate.min_f1` (classification) / `gate.min_rouge1` (generation);
 - `margin_over_baseline`: headline - baseline >= `gate.min_margin_over_baseline` /
@@ -20,13 +20,13 @@ A skipped check does not block promotion; a missing measurement that a check nee
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-Task = Literal["classification", "generation"]
-HEADLINE = {"classification": "f1_macro", "generation": "rouge1"}
+from tasks.metrics import HEADLINE, Task
+
+__all__ = ["HEADLINE", "GateDecision", "GateSettings", "Interval", "Task", "gate_task"]
+
 CLASS_F1_PREFIX = "f1/"
 
 

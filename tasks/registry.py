@@ -5,8 +5,8 @@ explicit `MlflowClient` (no global active run), so stages stay testable and thre
 Promotion re-reads the `champion` alias right before moving it, and refuses to move it when
 another writer changed it since this run looked (last writer must not silently win). The
 read-compare-set runs under a Prefect global concurrency limit of one slot per registered model
-(`tunegate-promote-<name>`, created on first use), so two flows or CLI calls finishing together
-are serialised: the second one sees the first one's champion and refuses. Every promotion tags
+(named by `tasks.locks.promotion_lock_name`, created on first use), so two flows or CLI calls
+finishing together are serialised: the second one sees the first one's champion and refuses. Every promotion tags
 the version with how it happened (`tunegate.promotion`: `gate`, `manual` or `forced`) and with
 the champion it replaced (`tunegate.previous_champion`), which `rollback` walks back along.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -29,6 +28,8 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import stage_logger
+from tasks.locks import ensure_lock, promotion_lock_name
+from tasks.metrics import LISTED
 
 log = logging.getLogger(__name__)  # promote / rollback also run outside a flow (the CLI)
 
@@ -190,10 +191,6 @@ class LockUnavailable(RegistryError):
     """The Prefect API that holds the promotion lock cannot be reached: nothing was changed."""
 
 
-def promotion_lock_name(model_name: str) -> str:
-    return "tunegate-promote-" + re.sub(r"[^A-Za-z0-9_.-]", "-", model_name)
-
-
 @contextmanager
 def promotion_lock(model_name: str, timeout_s: float = 300) -> Iterator[None]:
     """Hold the one slot of this model's Prefect global concurrency limit (created if missing).
@@ -201,23 +198,11 @@ def promotion_lock(model_name: str, timeout_s: float = 300) -> Iterator[None]:
     `strict=True`: if the limit cannot be used the promotion fails instead of running unguarded.
     """
     import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = promotion_lock_name(model_name)
     try:
-        with get_client(sync_client=True) as client:
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                try:
-                    client.create_global_concurrency_limit(
-                        GlobalConcurrencyLimitCreate(name=name, limit=1)
-                    )
-                except ObjectAlreadyExists:
-                    pass  # another promotion created it first
+        ensure_lock(name)
     except (RuntimeError, OSError, httpx.HTTPError) as exc:
         raise LockUnavailable(
             f"cannot reach the Prefect API for the promotion lock '{name}' "
@@ -355,7 +340,7 @@ def rollback_champion(
     )
 
 
-HEADLINE_TAGS = ("f1_macro", "rouge1", "accuracy", "latency_p95_s")
+HEADLINE_TAGS = LISTED  # the headline-metric columns of `tunegate models`
 
 
 def list_versions(client: MlflowClient, name: str) -> list[dict[str, str]]:
@@ -435,14 +420,31 @@ def register_task(
     )
 
 
-def load_champion(tracking_uri: str, name: str):  # noqa: ANN201 - an mlflow PyFuncModel or None
-    """The model behind `models:/<name>@champion`, or None when there is no champion."""
-    client = MlflowClient(tracking_uri)
-    version = champion_version(client, name)
+class Champion(BaseModel):
+    """The champion as one run saw it: the version pinned once, its model folder downloaded once.
+
+    Every stage that compares with the champion (adversarial search, evaluation, gate,
+    promotion's expected champion) gets this object, so they all mean the same version even if
+    the alias moves while the run is going.
+    """
+
+    version: str | None = None
+    model_dir: Path | None = None
+
+
+def fetch_champion(tracking_uri: str, name: str, dst: Path) -> Champion:
+    """Pin `models:/<name>@champion` to its version number and download that version to `dst`."""
+    version = champion_version(MlflowClient(tracking_uri), name)
     if version is None:
-        return None, None
+        return Champion()
     mlflow.set_tracking_uri(tracking_uri)
-    return version, mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)
+        )
+    )
+    found = sorted(p.parent for p in local.rglob("tunegate.json"))
+    return Champion(version=version, model_dir=found[0] if found else None)
 
 
 def dump(data: BaseModel | dict) -> str:

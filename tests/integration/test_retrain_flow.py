@@ -108,7 +108,10 @@ def test_retrain_end_to_end_then_against_champion(
         "train.batch_size=16",
         "train.learning_rate=0.005",
         "evaluate.latency_samples=5",
-        # a tiny random model cannot reach 0.85: open the gate to exercise promotion
+        # The gate stays open: measured, this tiny random BERT on 240 rows does not learn (test
+        # macro-F1 0.11, a constant prediction, below the few-shot baseline's 0.22; LoRA up to
+        # lr 0.02 x 10 epochs and full fine-tuning at 1e-3 likewise; full at 0.01 reaches a
+        # noisy 0.28), so no threshold clearly below what it reaches is far above chance.
         "gate.min_f1=0.0",
         "gate.min_margin_over_baseline=-1.0",
         "gate.max_regression=1.0",
@@ -234,6 +237,10 @@ def test_retrain_end_to_end_then_against_champion(
         ).read_text()
     )
     assert decision["champion_version"] == "1"
+    # the champion was pinned once: the adversarial search attacked that same version
+    second_run = client.get_run(second.mlflow_run_id)
+    assert second_run.data.tags["tunegate.adversarial_reference"] == "champion"
+    assert second_run.data.tags["tunegate.compared_with_champion"] == "1"
     assert decision["intervals"]["champion"]["n"] == first.rows["test"]
     # unchanged data and data config: validation and scrubbing came from the Prefect cache
     assert _task_states(second.prefect_flow_run_id, ("validate", "scrub-pii")) == {"Cached"}

@@ -6,6 +6,7 @@ import hashlib
 
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 
 from tasks.adversarial import (
     AdversarialSettings,
@@ -127,4 +128,25 @@ def test_build_adversarial_adds_flips_to_training_and_writes_the_robust_slice(
         result.robust_test_path,
         LABELS,
     )
-    assert 0 <= metrics["robust_f1_macro"] <= 1 and metrics["robust_examples"] == 15
+    # the slice's recorded predictions are the model's own on the perturbed texts, so the
+    # robust metrics are exactly the scores of `pred_after`
+    assert metrics["robust_examples"] == 15
+    assert metrics["robust_accuracy"] == pytest.approx((robust.pred_after == robust.label).mean())
+    assert metrics["robust_f1_macro"] == pytest.approx(
+        f1_score(robust.label, robust.pred_after, labels=LABELS, average="macro", zero_division=0)
+    )
+
+
+def test_robust_metrics_of_known_predictors(tmp_path):
+    path = tmp_path / "robust.parquet"
+    pd.DataFrame(
+        {"text": ["w", "x", "y", "z"], "label": ["low_risk", "low_risk", "decline", "decline"]}
+    ).to_parquet(path)
+    truth = dict(zip("wxyz", ["low_risk", "low_risk", "decline", "decline"], strict=True))
+    labels = ["low_risk", "decline"]
+    perfect = robust_metrics(lambda texts: [truth[t] for t in texts], path, labels)
+    assert perfect == {"robust_f1_macro": 1.0, "robust_accuracy": 1.0, "robust_examples": 4.0}
+    constant = robust_metrics(lambda texts: ["low_risk"] * len(texts), path, labels)
+    # low_risk: precision 1/2, recall 1 -> F1 2/3; decline: never predicted -> F1 0
+    assert constant["robust_accuracy"] == 0.5
+    assert constant["robust_f1_macro"] == pytest.approx(1 / 3)

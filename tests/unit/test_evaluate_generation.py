@@ -23,8 +23,8 @@ from tasks.evaluate import (
     generation_metrics,
     load_causal_lm,
     paired_bootstrap,
-    write_report,
 )
+from tasks.report import write_report
 
 pytestmark = pytest.mark.unit
 

@@ -146,3 +146,31 @@ def test_generation_uses_rouge1_targets_and_the_methods_margin():
     ).failed == ["no_regression_vs_champion"]
     with pytest.raises(ValueError, match="lack 'rouge1'"):
         decide_promotion(_m(0.9), None, None, s, task="generation")
+
+
+def test_one_headline_table_gives_todays_names():
+    from tasks.gate import HEADLINE
+    from tasks.metrics import LISTED, shown_metrics, tagged_metrics
+    from tasks.registry import HEADLINE_TAGS
+
+    assert HEADLINE == {"classification": "f1_macro", "generation": "rouge1"}
+    assert LISTED == HEADLINE_TAGS == ("f1_macro", "rouge1", "accuracy", "latency_p95_s")
+    measured = {
+        "f1_macro": 0.9,
+        "accuracy": 0.8,
+        "f1_weighted": 0.85,
+        "f1/a": 0.7,
+        "latency_p95_s": 0.01,
+    }
+    assert tagged_metrics("classification", measured) == {
+        "f1_macro": "0.9000",
+        "accuracy": "0.8000",
+        "f1_weighted": "0.8500",
+        "latency_p95_s": "0.0100",
+    }
+    assert shown_metrics("classification", measured) == (
+        "macro-F1 0.9000, accuracy 0.8000, p95 latency (s) 0.0100"
+    )
+    generated = {"rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.3, "exact_match": 0.1}
+    assert tagged_metrics("generation", generated) == {"rouge1": "0.4000", "rougeL": "0.3000"}
+    assert shown_metrics("generation", generated) == "ROUGE-1 0.4000, ROUGE-L 0.3000"

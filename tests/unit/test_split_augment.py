@@ -94,8 +94,12 @@ def test_augmentation_keeps_labels_tags_provenance_and_is_seeded():
     assert len(added) > 20
     assert set(added.source) <= {"char_noise", "entity_swap"}
     originals = dict(zip(frame.text, frame.label, strict=True))
-    # every augmented row keeps the label of a source row it was made from
-    assert all(lbl in "abcd" for lbl in added.label)
+    # every augmented row keeps exactly the label of the source row it was made from
+    sources = added.source_row.astype(int)
+    assert added.label.tolist() == frame.label.iloc[sources].tolist()
+    assert set(sources) <= set(range(len(frame)))
+    # ratio 1.0 doubles every class: as many new rows per class as it had
+    assert added.label.value_counts().to_dict() == {"a": 10, "b": 10, "c": 10, "d": 10}
     assert (
         out[out.source == "original"].text.map(originals) == out[out.source == "original"].label
     ).all()

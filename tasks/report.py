@@ -1,0 +1,142 @@
+"""The evaluation report and the tables around it: markdown, the comparison plot, gate targets.
+
+Moved out of `tasks.evaluate` so that computing metrics and presenting them are read apart:
+the flow records these through `flows.record`; nothing here reads a model or a data file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tasks.evaluate import EvalResult
+from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
+
+
+def table_keys(result: EvalResult) -> list[str]:
+    """Rows of a metrics table: every metric but per-class entries (the headline metrics per
+    task, which the gate and registry use, are `tasks.metrics.HEADLINES`)."""
+    return [k for k in result.metrics if "/" not in k]
+
+
+def plot_comparison(
+    candidate: EvalResult,
+    baseline: EvalResult | None,
+    champion: EvalResult | None,
+    out_path: Path,
+    intervals: dict[str, Interval] | None = None,
+) -> Path:
+    """Bars of quality metrics (0..1) for candidate, baseline and champion side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [
+        k for k in table_keys(candidate) if not k.startswith("latency") and k != "mean_output_words"
+    ]
+    systems = [
+        (name, r)
+        for name, r in (("candidate", candidate), ("baseline", baseline), ("champion", champion))
+        if r is not None
+    ]
+    width = 0.8 / len(systems)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(keys)), 4))
+    for i, (name, result) in enumerate(systems):
+        xs = np.arange(len(keys)) + i * width
+        ax.bar(xs, [result.metrics.get(k, 0.0) for k in keys], width, label=name)
+    ax.set_xticks(np.arange(len(keys)) + width * (len(systems) - 1) / 2, keys, rotation=20)
+    ax.set_ylim(0, 1)
+    title = "Test split"
+    for name, interval in (intervals or {}).items():
+        title += f" | vs {name}: {interval.delta:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def cell(result: EvalResult | None, key: str) -> str:
+    return f"{result.metrics[key]:.4f}" if result is not None and key in result.metrics else "-"
+
+
+def write_report(
+    candidate: EvalResult,
+    baseline: EvalResult | None,
+    champion: EvalResult | None,
+    out_path: Path,
+    decision: GateDecision | None = None,
+    intervals: dict[str, Interval] | None = None,
+    adversarial: dict[str, EvalResult] | None = None,
+    plots: list[str] | None = None,
+) -> Path:
+    """The evaluation report: metrics side by side with targets, intervals, gate, slices, plots."""
+    targets = gate_targets(decision) if decision is not None else {}
+    rows = ["| metric | candidate | baseline | champion | target |", "|---|---|---|---|---|"]
+    for key in table_keys(candidate):
+        cells = [cell(r, key) for r in (candidate, baseline, champion)]
+        rows.append(f"| {key} | " + " | ".join(cells) + f" | {targets.get(key, '')} |")
+    if candidate.per_class:
+        rows += ["", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+        for label, m in candidate.per_class.items():
+            rows.append(
+                f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
+                f"| {int(m['support'])} |"
+            )
+    if intervals:
+        rows += [
+            "",
+            "## Paired bootstrap: candidate minus ...",
+            "",
+            "| vs | metric | delta | low | high | examples |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, iv in intervals.items():
+            rows.append(
+                f"| {name} | {iv.metric} | {iv.delta:+.4f} | {iv.low:+.4f} | {iv.high:+.4f} "
+                f"| {iv.n} |"
+            )
+    if adversarial:
+        rows += ["", "## Adversarial slice", "", "| metric | " + " | ".join(adversarial) + " |"]
+        rows.append("|---|" + "---|" * len(adversarial))
+        first = next(iter(adversarial.values()))
+        for key in table_keys(first):
+            rows.append(
+                f"| {key} | " + " | ".join(cell(r, key) for r in adversarial.values()) + " |"
+            )
+    if decision is not None:
+        verdict = "PASSED" if decision.passed else "FAILED"
+        rows += ["", f"## Gate: {verdict}", ""] + [f"- {r}" for r in decision.reasons]
+    if plots:
+        rows += [""] + [f"![{Path(p).stem}](../plots/{Path(p).name})" for p in plots]
+    out_path.write_text("# Evaluation on the test split\n\n" + "\n".join(rows) + "\n")
+    return out_path
+
+
+def gate_targets(
+    decision: GateDecision, settings: GateSettings | None = None, keys: list[str] | None = None
+) -> dict[str, str]:
+    """metric -> the target the gate applied to it (with `settings`: per-class floors too)."""
+    out: dict[str, str] = {}
+    for check in decision.checks:
+        if check.target is None:
+            continue
+        if check.name == "absolute_target":
+            out[decision.metric] = f">= {check.target:.4f}"
+        elif check.name == "latency_p95":
+            out["latency_p95_s"] = f"<= {check.target:.2f}"
+    if settings is not None and decision.task == "classification":
+        for key in keys or []:
+            if key.startswith(CLASS_F1_PREFIX):
+                label = key.removeprefix(CLASS_F1_PREFIX)
+                out[key] = f">= {settings.class_min_f1.get(label, settings.min_class_f1):.4f}"
+    return out
+
+
+def save_json(data: dict, path: Path) -> Path:
+    path.write_text(json.dumps(data, indent=1))
+    return path
