@@ -32,11 +32,11 @@ from tasks.evaluate import (
     evaluate_generator,
     evaluate_predictions,
     generation_baseline_task,
-    plot_confusion,
 )
 from tasks.metrics import HEADLINE
 from tasks.models import TextClassifier, TextGenerator
 from tasks.registry import Champion
+from tasks.report import plot_confusion
 from tasks.split import SplitResult
 
 Predict = Callable[[list[str]], list[str]]

@@ -46,9 +46,10 @@ from flows.record import (
     record_training,
 )
 from flows.train_remote import train_on_pool
-from tasks.evaluate import EvalResult, paired_bootstrap
+from tasks.evaluate import EvalResult
 from tasks.feedback import FeedbackMerge, FeedbackStore, merge_feedback_task, remove_merged
 from tasks.gate import GateDecision, Interval, gate_task
+from tasks.intervals import paired_bootstrap
 from tasks.load import DataSettings
 from tasks.locks import retrain_lock_name
 from tasks.metrics import shown_metrics, tagged_metrics

@@ -38,7 +38,6 @@ from sklearn.metrics import (
 )
 
 from tasks import stage_logger
-from tasks.gate import Interval
 from tasks.models import (
     ModelCard,
     ModelSettings,
@@ -255,30 +254,6 @@ def evaluate_predictions(
     return classification_metrics(test["label"].tolist(), predict(test["text"].tolist()), labels)
 
 
-def plot_confusion(result: EvalResult, out_path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.array(result.confusion)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(result.labels)), result.labels, rotation=30, ha="right")
-    ax.set_yticks(range(len(result.labels)), result.labels)
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            colour = "white" if matrix[i, j] > matrix.max() / 2 else "black"
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=colour)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
-
-
 def read_table(path: Path) -> pd.DataFrame:
     """A parquet, jsonl or csv file as a frame (test splits, adversarial slices)."""
     path = Path(path)
@@ -302,83 +277,6 @@ def evaluate_classifier_on(
         raise ValueError(f"{path}: missing columns {sorted(missing)}; expected text and label")
     return classification_metrics(
         frame["label"].astype(str).tolist(), predict(frame["text"].astype(str).tolist()), labels
-    )
-
-
-# ---------------------------------------------------------------- paired bootstrap
-
-
-def _macro_f1_rows(y: np.ndarray, p: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
-    """Macro-F1 of each resample (rows of `idx`), as sklearn computes it with zero_division=0."""
-    yy, pp = y[idx], p[idx]
-    f1 = np.zeros(idx.shape[0])
-    for c in range(n_classes):
-        tp = ((yy == c) & (pp == c)).sum(1)
-        fp = ((yy != c) & (pp == c)).sum(1)
-        fn = ((yy == c) & (pp != c)).sum(1)
-        denom = 2 * tp + fp + fn
-        f1 += np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    return f1 / n_classes
-
-
-def paired_bootstrap(
-    candidate: EvalResult,
-    other: EvalResult,
-    metric: str,
-    resamples: int,
-    confidence: float,
-    seed: int = 0,
-) -> Interval:
-    """Interval for metric(candidate) - metric(other), resampling the same examples for both.
-
-    `metric` is `f1_macro` or `accuracy` (from per-example predictions) or any key of
-    `per_example` (ROUGE, exact match: the mean of per-example scores).
-    """
-    n = len(candidate.predictions) or len(next(iter(candidate.per_example.values()), []))
-    if metric in ("f1_macro", "accuracy"):
-        if candidate.references != other.references or len(other.predictions) != n:
-            raise ValueError("paired bootstrap needs both systems scored on the same examples")
-        index = {label: i for i, label in enumerate(candidate.labels)}
-        y = np.array([index.get(v, -1) for v in candidate.references])
-        a = np.array([index.get(v, -2) for v in candidate.predictions])
-        b = np.array([index.get(v, -2) for v in other.predictions])
-        k = len(candidate.labels)
-
-        def stat(pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
-            if metric == "accuracy":
-                return (pred[idx] == y[idx]).mean(1)
-            return _macro_f1_rows(y, pred, idx, k)
-
-    else:
-        sa = np.asarray(candidate.per_example[metric], dtype=float)
-        sb = np.asarray(other.per_example[metric], dtype=float)
-        if len(sa) != len(sb) or candidate.references != other.references:
-            raise ValueError("paired bootstrap needs both systems scored on the same examples")
-        a, b = sa, sb
-
-        def stat(pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
-            return pred[idx].mean(1)
-
-    full = np.arange(n)[None, :]
-    delta = float(stat(a, full)[0] - stat(b, full)[0])
-    low = high = delta
-    if resamples > 0 and n > 0:
-        rng = np.random.default_rng(seed)
-        deltas = []
-        for start in range(0, resamples, 500):  # chunks bound memory for large test sets
-            idx = rng.integers(0, n, size=(min(500, resamples - start), n))
-            deltas.append(stat(a, idx) - stat(b, idx))
-        diffs = np.concatenate(deltas)
-        tail = (1 - confidence) / 2
-        low, high = (float(x) for x in np.quantile(diffs, [tail, 1 - tail]))
-    return Interval(
-        metric=metric,
-        delta=delta,
-        low=low,
-        high=high,
-        confidence=confidence,
-        resamples=resamples,
-        n=n,
     )
 
 

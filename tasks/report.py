@@ -140,3 +140,27 @@ def gate_targets(
 def save_json(data: dict, path: Path) -> Path:
     path.write_text(json.dumps(data, indent=1))
     return path
+
+
+def plot_confusion(result: EvalResult, out_path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(result.confusion)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(result.labels)), result.labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(result.labels)), result.labels)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            colour = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=colour)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

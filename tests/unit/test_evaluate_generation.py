@@ -22,8 +22,8 @@ from tasks.evaluate import (
     generate_texts,
     generation_metrics,
     load_causal_lm,
-    paired_bootstrap,
 )
+from tasks.intervals import paired_bootstrap
 from tasks.report import write_report
 
 pytestmark = pytest.mark.unit
