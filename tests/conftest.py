@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -23,6 +22,7 @@ os.environ.update(
     }
 )
 
+from tests.helpers.demo_data import write_demo_subset  # noqa: E402
 from tests.helpers.tiny_models import build_tiny_bert  # noqa: E402
 from tunegate.demo_data.loans import LABELS, generate  # noqa: E402
 
@@ -46,12 +46,6 @@ def prefect_backend(tmp_path_factory):
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
         with prefect_test_harness(server_startup_timeout=120):
             yield
-
-
-def write_demo_subset(path: Path, n: int = 240, seed: int = 3) -> list[dict]:
-    rows = generate(n=n, seed=seed)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return rows
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.config import load_config
 from flows.retrain import retrain
+from tests.helpers.demo_data import write_demo_subset
 
 pytestmark = pytest.mark.integration
 
@@ -87,10 +88,12 @@ def _all_text_under(root: Path) -> str:
     return "\n".join(chunks)
 
 
-def test_retrain_end_to_end_then_against_champion(
-    prefect_backend, tiny_model_dir, demo_subset, tmp_path
-):
-    data_path, rows = demo_subset
+def test_retrain_end_to_end_then_against_champion(prefect_backend, tmp_path):
+    # The embedded MiniLM on 1,000 demo rows: enough for the classifier to learn what the gate
+    # asks (measured: validation macro-F1 0.67 after 2 of its 3 epochs), against a few-shot
+    # baseline near 0.27 and a 4-class chance level of 0.25.
+    data_path = tmp_path / "loans.jsonl"
+    rows = write_demo_subset(data_path, n=1000)
     with data_path.open("a") as fh:
         for row, _ in PLANTED:
             fh.write(json.dumps(row) + "\n")
@@ -102,19 +105,16 @@ def test_retrain_end_to_end_then_against_champion(
         "data.label_column=risk_label",
         "data.id_column=application_id",
         "data.labels=[low_risk, medium_risk, high_risk, decline]",
-        f"model.base_model={tiny_model_dir}",
-        "lora.target_modules=[query, value]",
-        "train.epochs=2",
-        "train.batch_size=16",
-        "train.learning_rate=0.005",
+        "model.max_length=96",
+        "train.epochs=3",
         "evaluate.latency_samples=5",
-        # The gate stays open: measured, this tiny random BERT on 240 rows does not learn (test
-        # macro-F1 0.11, a constant prediction, below the few-shot baseline's 0.22; LoRA up to
-        # lr 0.02 x 10 epochs and full fine-tuning at 1e-3 likewise; full at 0.01 reaches a
-        # noisy 0.28), so no threshold clearly below what it reaches is far above chance.
-        "gate.min_f1=0.0",
-        "gate.min_margin_over_baseline=-1.0",
-        "gate.max_regression=1.0",
+        "adversarial.max_train_examples=50",
+        "adversarial.max_test_examples=100",
+        "adversarial.candidates_per_step=4",
+        "adversarial.max_steps=2",
+        # A real gate: the candidate must learn (macro-F1 well above chance and the baseline).
+        "gate.min_f1=0.5",
+        "gate.min_margin_over_baseline=0.05",
         "gate.max_latency_s=600",  # a loaded shared CI machine must not decide this test
         f"mlflow.tracking_uri=sqlite:///{store}/mlflow.db",
         f"mlflow.artifact_location={store}/artifacts",
@@ -134,6 +134,8 @@ def test_retrain_end_to_end_then_against_champion(
     assert first.rows["train"] + first.rows["val"] + first.rows["test"] == first.rows["accepted"]
     assert first.metrics["champion"] is None
     assert first.gate["passed"] is True
+    assert first.metrics["candidate"]["f1_macro"] >= 0.5
+    assert first.metrics["candidate"]["f1_macro"] > first.metrics["baseline"]["f1_macro"] + 0.05
     assert first.model["version"] == "1"
     assert set(first.model["aliases"]) == {"challenger", "champion"}
 
@@ -147,7 +149,7 @@ def test_retrain_end_to_end_then_against_champion(
     client = MlflowClient(config.mlflow.tracking_uri)
     run = client.get_run(first.mlflow_run_id)
     assert run.data.tags["prefect.flow_run_id"]
-    assert run.data.params["train.epochs"] == "2.0"
+    assert run.data.params["train.epochs"] == "3.0"
     assert run.data.metrics["rows_quarantined"] == first.rows["quarantined"]
     assert any(i.dataset.digest == first.dataset_version for i in run.inputs.dataset_inputs)
     history = client.get_metric_history(first.mlflow_run_id, "train/loss")
@@ -220,7 +222,10 @@ def test_retrain_end_to_end_then_against_champion(
     # second run: compared against the champion; a strict no-regression gate keeps v1 champion
     second_state = retrain(
         config.model_copy(
-            update={"gate": config.gate.model_copy(update={"max_regression": 0.0, "min_f1": 0.99})}
+            update={
+                "gate": config.gate.model_copy(update={"max_regression": 0.0, "min_f1": 0.99}),
+                "train": config.train.model_copy(update={"epochs": 1}),  # only the gate matters
+            }
         ),
         return_state=True,
     )
