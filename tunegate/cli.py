@@ -40,6 +40,9 @@ OFFLINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "TRANSFORMERS_VERBOSITY": "error",
     "DISABLE_MLFLOW_INTEGRATION": "TRUE",
+    # The first local run migrates a new Prefect database (~/.prefect): over Prefect's 20 s
+    # default on 2 loaded cores, so the ephemeral server gets longer to come up.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from tasks.train.history import last_complete_checkpoint, overfitting_message, plot_history
 from tasks.train.launch import launch_command, run_training, train_task, write_spec
-from tasks.train.model import check_runtime, load_classifier, load_model, precision_flags
+from tasks.train.model import check_runtime, load_model, precision_flags
 from tasks.train.settings import (
     OOM_HINT,
     LoraSettings,
@@ -44,7 +44,6 @@ __all__ = [
     "check_runtime",
     "last_complete_checkpoint",
     "launch_command",
-    "load_classifier",
     "load_model",
     "overfitting_message",
     "plot_history",

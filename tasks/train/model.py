@@ -155,15 +155,6 @@ def load_model(
     return tokenizer, model
 
 
-def load_classifier(
-    base_model: str, labels: list[str], lora: LoraSettings, method: str
-) -> tuple[Any, Any]:
-    """(tokenizer, model): a classification head on `base_model`, in LoRA unless 'full'."""
-    return load_model(
-        ModelSettings(base_model=base_model), lora, TrainSettings(method=method), labels
-    )
-
-
 def save_model(model, tokenizer, job: TrainJob) -> Path:  # noqa: ANN001
     """`job.out_dir/model`: adapter (peft layout) or full weights + tokenizer + metadata.
 

@@ -77,11 +77,14 @@ def s3_env(s3_endpoint, monkeypatch):
 
 def _untrained_adapter(base: Path, out: Path, labels: list[str]) -> Path:
     """A LoRA adapter folder in tunegate's layout, without spending time on training."""
-    from tasks.models import ModelCard, write_labels
-    from tasks.train import LoraSettings, load_classifier
+    from tasks.models import ModelCard, ModelSettings, write_labels
+    from tasks.train import LoraSettings, TrainSettings, load_model
 
-    tokenizer, model = load_classifier(
-        str(base), labels, LoraSettings(target_modules=["query", "value"]), "lora"
+    tokenizer, model = load_model(
+        ModelSettings(base_model=str(base)),
+        LoraSettings(target_modules=["query", "value"]),
+        TrainSettings(method="lora"),
+        labels,
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
