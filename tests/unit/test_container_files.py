@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,12 @@ def test_dockerfiles_are_pinned_multistage_and_non_root(dockerfile, context):
     if dockerfile != "Dockerfile.mlflow":
         assert " AS builder" in text and "COPY --from=builder" in text
         assert "-c /tmp/constraints.txt" in text and 'VOLUME ["/cache/huggingface"]' in text
+        # every package the wheel ships is copied into the build and the runtime image
+        project = tomllib.loads((REPO / "pyproject.toml").read_text())
+        for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]:
+            package = pattern.rstrip("*")
+            assert f"COPY {package} /src/{package}" in text, package
+            assert f"COPY --chown=tunegate:tunegate {package} /app/{package}" in text, package
 
 
 def test_dockerfile_checker_catches_root_and_latest(tmp_path):
