@@ -75,7 +75,9 @@ class TaskKind(Protocol):
     name: str
 
     @property
-    def headline(self) -> str: ...
+    def headline(self) -> str:
+        """The metric the gate decides on and the bootstrap compares (`tasks.metrics`)."""
+        return HEADLINE[self.name]
 
     def train_labels(self, labels: list[str]) -> list[str] | None: ...
 
@@ -109,14 +111,10 @@ def _cache_dir(config: RetrainConfig) -> Path:
     return Path(config.work_dir) / "cache"
 
 
-class ClassificationKind:
+class ClassificationKind(TaskKind):
     """Labels in, labels out: augmentation, adversarial examples, a few-shot baseline, macro-F1."""
 
     name = "classification"
-
-    @property
-    def headline(self) -> str:
-        return HEADLINE[self.name]
 
     def train_labels(self, labels: list[str]) -> list[str] | None:
         return labels
@@ -215,14 +213,10 @@ class ClassificationKind:
         ]
 
 
-class GenerationKind:
+class GenerationKind(TaskKind):
     """Prompt in, text out: no augmentation, a zero-shot baseline, ROUGE-1."""
 
     name = "generation"
-
-    @property
-    def headline(self) -> str:
-        return HEADLINE[self.name]
 
     def train_labels(self, labels: list[str]) -> list[str] | None:
         return None

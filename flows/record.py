@@ -29,7 +29,7 @@ from tasks.gate import GateDecision, GateSettings, Interval
 from tasks.pii import ScrubResult
 from tasks.report import cell, gate_targets, save_json, table_keys
 from tasks.split import SplitResult
-from tasks.train import plot_history
+from tasks.train import TrainResult, plot_history
 from tasks.validate import ValidationReport
 
 
@@ -254,8 +254,8 @@ def record_rows(tracker: Tracker, rows: dict[str, int], dataset_version: str) ->
     tracker.set_tags({"tunegate.dataset_version": dataset_version})
 
 
-def record_training(tracker: Tracker, trained: BaseModel, run_dir: Path) -> None:
-    """Loss curves, the full training result and the overfitting warning (a `TrainResult`)."""
+def record_training(tracker: Tracker, trained: TrainResult, run_dir: Path) -> None:
+    """Loss curves, the full training result and the overfitting warning."""
     curves = plot_history(run_dir / "train" / "history.json", run_dir / "loss_curves.png")
     tracker.log_artifact(curves, "plots")
     tracker.log_dict(trained.model_dump(mode="json"), "train/result.json")

@@ -64,7 +64,7 @@ from tasks.registry import (
 )
 from tasks.report import plot_comparison, write_report
 from tasks.split import SplitResult, split_task
-from tasks.train import TrainJob, train_task
+from tasks.train import TrainJob, TrainResult, train_task
 from tasks.validate import ValidationReport, validate_task
 
 __all__ = ["DataRefused", "RetrainSummary", "retrain"]
@@ -250,7 +250,7 @@ def _train(
     run_dir: Path,
     tracker: Tracker,
     logger: logging.Logger,
-):  # noqa: ANN202 - tasks.train.TrainResult
+) -> TrainResult:
     """Here (in a child process; a retry resumes from the last checkpoint) or as its own
     deployment on `train.work_pool` (see flows/train_remote.py)."""
     job = TrainJob(

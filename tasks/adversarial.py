@@ -36,14 +36,7 @@ from tasks.augment import (
     synonym_swap,
     word_edit,
 )
-from tasks.models import (
-    ModelSettings,
-    TextClassifier,
-    inference_dtype,
-    load_base_model,
-    place,
-    resolve_device,
-)
+from tasks.models import ModelSettings, TextClassifier, load_untuned
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +113,9 @@ class HeadPredictor(TextClassifier):
         from transformers import set_seed
 
         set_seed(seed)
-        where = resolve_device(device)
         settings = ModelSettings(base_model=base_model, max_length=max_length)
-        tokenizer, model = load_base_model(settings, labels, dtype=inference_dtype(where))
-        self._setup(tokenizer, place(model, where), labels, max_length)
+        tokenizer, model = load_untuned(settings, labels, device)
+        self._setup(tokenizer, model, labels, max_length)
 
 
 class Perturber:

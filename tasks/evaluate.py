@@ -180,9 +180,12 @@ def embed(
     base_model: str, texts: list[str], batch_size: int = 64, device: str = "auto"
 ) -> np.ndarray:
     """Mean-pooled, L2-normalised hidden states of the untuned base model."""
+    return _embed(*load_encoder(base_model, device), texts, batch_size)
+
+
+def _embed(tokenizer, model, texts: list[str], batch_size: int = 64) -> np.ndarray:  # noqa: ANN001
     import torch
 
-    tokenizer, model = load_encoder(base_model, device)
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -217,9 +220,10 @@ def few_shot_baseline(
     fit = pd.concat(
         [g.sample(min(shots, len(g)), random_state=seed) for _, g in train.groupby("label")]
     )
+    tokenizer, encoder = load_encoder(base_model, device)  # once, for both embeddings
     head = LogisticRegression(max_iter=2000)
-    head.fit(embed(base_model, fit["text"].tolist(), device=device), fit["label"])
-    preds = head.predict(embed(base_model, test["text"].tolist(), device=device)).tolist()
+    head.fit(_embed(tokenizer, encoder, fit["text"].tolist()), fit["label"])
+    preds = head.predict(_embed(tokenizer, encoder, test["text"].tolist())).tolist()
     return classification_metrics(test["label"].tolist(), preds, labels)
 
 

@@ -6,9 +6,10 @@ Promotion re-reads the `champion` alias right before moving it, and refuses to m
 another writer changed it since this run looked (last writer must not silently win). The
 read-compare-set runs under a Prefect global concurrency limit of one slot per registered model
 (named by `tasks.locks.promotion_lock_name`, created on first use), so two flows or CLI calls
-finishing together are serialised: the second one sees the first one's champion and refuses. Every promotion tags
-the version with how it happened (`tunegate.promotion`: `gate`, `manual` or `forced`) and with
-the champion it replaced (`tunegate.previous_champion`), which `rollback` walks back along.
+finishing together are serialised: the second one sees the first one's champion and refuses.
+Every promotion tags the version with how it happened (`tunegate.promotion`: `gate`, `manual`
+or `forced`) and with the champion it replaced (`tunegate.previous_champion`), which `rollback`
+walks back along.
 """
 
 from __future__ import annotations

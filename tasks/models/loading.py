@@ -3,7 +3,7 @@
 The one place that knows the sequence resolve base -> from_pretrained -> pad-token fix ->
 adapter, and where inference runs (`model.device`) in which dtype. Training loads through
 `load_base_model` and places itself (Trainer / accelerate); everything that predicts loads
-through `load_trained`, `load_base_model` + `place`, or `load_encoder`.
+through `load_trained`, `load_untuned` or `load_encoder`.
 """
 
 from __future__ import annotations
@@ -162,6 +162,16 @@ def load_base_model(
             "generation needs to learn where an answer stops"
         )
     return tokenizer, model
+
+
+def load_untuned(
+    model_settings: ModelSettings, labels: list[str] | None = None, device: str = "auto"
+) -> tuple[Any, Any]:
+    """(tokenizer, model): the base model with the task's head as it is, placed for inference
+    (the zero-shot baseline, the adversarial reference before any champion)."""
+    where = resolve_device(device)
+    tokenizer, model = load_base_model(model_settings, labels, dtype=inference_dtype(where))
+    return tokenizer, place(model, where)
 
 
 def load_encoder(base_model: str, device: str = "auto") -> tuple[Any, Any]:

@@ -15,15 +15,7 @@ import numpy as np
 
 from tasks.models.card import ModelCard, ModelSettings, read_labels
 from tasks.models.generation import encode_prompt, generate_from_ids, prompt_parts
-from tasks.models.loading import (
-    fix_pad_token,
-    inference_dtype,
-    load_base_model,
-    load_trained,
-    model_device,
-    place,
-    resolve_device,
-)
+from tasks.models.loading import fix_pad_token, load_trained, load_untuned, model_device
 
 
 class TextClassifier:
@@ -81,10 +73,9 @@ class TextGenerator:
     def untuned(cls, settings: ModelSettings) -> TextGenerator:
         """The base model as it is, prompted exactly as a fine-tuned one: the zero-shot baseline.
         It runs on `settings.device`."""
-        where = resolve_device(settings.device)
-        tokenizer, model = load_base_model(settings, dtype=inference_dtype(where))
+        tokenizer, model = load_untuned(settings, device=settings.device)
         generator = cls.__new__(cls)
-        generator._setup(place(model, where), tokenizer, settings)
+        generator._setup(model, tokenizer, settings)
         return generator
 
     def _setup(self, model: Any, tokenizer: Any, settings: ModelSettings) -> None:
