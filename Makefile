@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export GX_ANALYTICS_ENABLED=false
 export DO_NOT_TRACK=1
 
-.PHONY: install demo test lint unit integration service clean
+.PHONY: install demo test lint unit integration service fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ integration: install
 
 service: install
 	$(BIN)/pytest -m service
+
+fuzz: install
+	$(BIN)/pytest -m fuzz
 
 clean:
 	rm -rf .tunegate
