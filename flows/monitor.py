@@ -225,10 +225,12 @@ def _watch(
         numbers=reading.numbers(),
         mlflow_run_id=tracker.run_id,
         report_path=str(report),
-        note="calm: " + ", ".join(c.name for c in alarm.checks if not c.skipped) + " within limits",
+        note=_calm_note(alarm),
     )
     if alarm.alarm:
-        summary.note = "ALARM: " + "; ".join(r for r in alarm.reasons if r.startswith("ALARM"))
+        summary.note = "ALARM " + "; ".join(
+            f"{c.name}: {c.detail}" for c in alarm.checks if not c.passed
+        )
         summary.event_id = _emit_alarm(reading, alarm, tracker.run_id)
         if settings.rollback_on_alarm:
             summary.rolled_back_to, outcome = _rollback(client, name, champion)
@@ -238,6 +240,13 @@ def _watch(
     tracker.log_metrics({WATERMARK_METRIC: until.timestamp()})
     get_run_logger().info("%s", summary.note)
     return summary
+
+
+def _calm_note(alarm: Alarm) -> str:
+    ran = [c.name for c in alarm.checks if not c.skipped]
+    if not ran:
+        return "calm: no traffic or feedback in the window; every check skipped"
+    return "calm: " + ", ".join(ran) + " within limits"
 
 
 def _record(
