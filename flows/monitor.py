@@ -147,9 +147,7 @@ def monitor(config: MonitorConfig) -> MonitorSummary:
             message=f"{name} has no champion; nothing to watch",
         )
     experiment_id = client.get_experiment_by_name(tracking.experiment).experiment_id
-    since = last_window_end(client, experiment_id, name) or until - timedelta(
-        seconds=settings.window_s
-    )
+    since = last_window_end(client, experiment_id) or until - timedelta(seconds=settings.window_s)
     run_name = flow_run.get_id() or f"local-{until:%Y%m%dT%H%M%S}"
     run_dir = (Path(config.work_dir) / "monitor" / run_name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ whatever else a client put in a row is never copied.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import stage_logger
@@ -490,14 +490,14 @@ def alarm_payload(reading: Reading, alarm: Alarm, mlflow_run_id: str) -> dict:
 # --- the watermark --------------------------------------------------------------------------
 
 
-def last_window_end(client: object, experiment_id: str, model_name: str) -> datetime | None:
-    """Where the newest finished monitor run of `model_name` stopped reading (None: first run).
+def last_window_end(client: object, experiment_id: str) -> datetime | None:
+    """Where the newest finished run of this monitor experiment stopped reading (None: first).
 
-    Kept in the tracking store, which every replica of the monitor shares."""
+    Kept in the tracking store, which every replica of the monitor shares. The experiment is
+    the model's own (`<model>-monitor`), so no user string goes into the filter."""
     runs = client.search_runs(  # type: ignore[attr-defined]
         [experiment_id],
-        filter_string=f"tags.`tunegate.monitor.model` = {json.dumps(model_name)} "
-        "and attributes.status = 'FINISHED'",
+        filter_string="attributes.status = 'FINISHED'",
         order_by=[f"metrics.{WATERMARK_METRIC} DESC"],
         max_results=1,
     )
@@ -507,9 +507,11 @@ def last_window_end(client: object, experiment_id: str, model_name: str) -> date
 
 
 # --- tasks ----------------------------------------------------------------------------------
+# Never cached nor persisted: each run reads a new window, and the results hold logged texts
+# that should live in the prediction log only.
 
 
-@task(name="monitor-read-log")
+@task(name="monitor-read-log", cache_policy=NO_CACHE, persist_result=False)
 def read_window_task(
     log_url: str, since: datetime, until: datetime, lookback_s: float, model_name: str
 ) -> tuple[list[PredictionRecord], dict[str, str | None]]:
@@ -532,7 +534,7 @@ def read_window_task(
     return window, served
 
 
-@task(name="monitor-drift")
+@task(name="monitor-drift", cache_policy=NO_CACHE, persist_result=False)
 def drift_task(
     reference: list[str], current: list[str], settings: MonitorSettings, html_path: Path | None
 ) -> DriftResult | None:
@@ -554,6 +556,6 @@ def drift_task(
     return result
 
 
-@task(name="monitor-decide")
+@task(name="monitor-decide", cache_policy=NO_CACHE, persist_result=False)
 def decide_task(reading: Reading, settings: MonitorSettings) -> Alarm:
     return decide(reading, settings)
