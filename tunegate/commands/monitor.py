@@ -40,7 +40,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def render_summary(summary) -> str:  # noqa: ANN001 - MonitorSummary
     lines = ["", "tunegate monitor", "================"]
-    lines.append(f"model            {summary.model} v{summary.champion or '-'}")
+    champion = f"v{summary.champion}" if summary.champion else "(no champion)"
+    lines.append(f"model            {summary.model} {champion}")
     if summary.since is not None:
         lines.append(
             f"window           {summary.since:%Y-%m-%d %H:%M:%S} .. {summary.until:%H:%M:%S} UTC"
