@@ -1,7 +1,9 @@
-"""Build the retrain deployments from `deployments/prefect.yaml` and serve or register them.
+"""Build the deployments of `deployments/prefect.yaml` and serve or register them.
 
 `prefect.yaml` is the one place the deployments are defined (names, schedule, trigger,
 concurrency, work pool); the `config` parameter's default comes from the user's config file.
+Each entry's `entrypoint` picks its flow: the retrain flow, or the monitor flow
+(`MONITOR_ENTRYPOINT`), whose `config` is the monitor's part of the same file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from flows.config import RetrainConfig
 from tasks.locks import ensure_lock, retrain_lock_name
 
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
+MONITOR_ENTRYPOINT = "flows/monitor.py:monitor"
 
 
 class WorkPoolSpec(BaseModel):
@@ -62,19 +65,28 @@ def config_parameters(config: RetrainConfig) -> dict[str, Any]:
     return {"config": dumped}
 
 
+def _flow_for(spec: DeploymentSpec, config: RetrainConfig) -> tuple[Any, dict[str, Any]]:
+    """The flow `spec.entrypoint` names and its parameters for `config`."""
+    if spec.entrypoint == MONITOR_ENTRYPOINT:
+        from flows.monitor import MonitorConfig, monitor
+
+        return monitor, {"config": MonitorConfig.of(config).model_dump(mode="json")}
+    from flows.retrain import retrain
+
+    return retrain, config_parameters(config)
+
+
 def build_deployments(config: RetrainConfig, specs: list[DeploymentSpec]) -> list:
-    """RunnerDeployments of the retrain flow, one per spec."""
+    """RunnerDeployments, one per spec, of the flow its entrypoint names."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.schedules import Cron
 
-    from flows.retrain import retrain
-
-    parameters = config_parameters(config)
     out = []
     for spec in specs:
+        flow, parameters = _flow_for(spec, config)
         out.append(
-            retrain.to_deployment(
+            flow.to_deployment(
                 name=spec.name,
                 description=spec.description,
                 tags=spec.tags,
@@ -129,5 +141,5 @@ def apply_deployments(config: RetrainConfig, specs: list[DeploymentSpec]) -> lis
         if spec.work_pool.job_variables:
             deployment.job_variables = spec.work_pool.job_variables
         deployment.apply(work_pool_name=spec.work_pool.name)
-        names.append(f"retrain/{spec.name}")
+        names.append(f"{deployment.flow_name}/{spec.name}")
     return names

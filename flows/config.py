@@ -20,6 +20,7 @@ from tasks.feedback import FeedbackSettings, WebhookSettings
 from tasks.gate import GateSettings
 from tasks.load import SUPPORTED_SUFFIXES, DataSettings
 from tasks.models import ModelSettings
+from tasks.monitor import MonitorSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
 from tasks.split import SplitSettings
@@ -48,6 +49,7 @@ class RetrainConfig(BaseModel):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     work_dir: Path = Field(
         default=Path(".tunegate/runs"), description="Folder for each run's files."
     )

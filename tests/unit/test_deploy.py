@@ -13,12 +13,17 @@ def test_prefect_yaml_defines_scheduled_manual_and_triggered_retrains(tmp_path):
     from flows.config import load_config
 
     specs = {s.name: s for s in load_specs()}
-    assert set(specs) == {"retrain-scheduled", "retrain-manual", "retrain-on-feedback"}
+    assert set(specs) == {
+        "retrain-scheduled",
+        "retrain-manual",
+        "retrain-on-feedback",
+        "monitor-hourly",
+    }
     base = tmp_path / "base.jsonl"
     base.write_text('{"text": "a", "label": "good"}\n')
     config = load_config(None, [f"data.path={base}"])
     built = {d.name: d for d in build_deployments(config, list(specs.values()))}
-    for deployment in built.values():
+    for deployment in (d for d in built.values() if d.flow_name == "retrain"):
         assert deployment.concurrency_limit == 1
         assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
         assert deployment.parameters["config"]["data"]["path"] == str(base.resolve())
@@ -44,3 +49,26 @@ def test_work_pool_is_typed_with_its_defaults_in_one_place():
     assert bare.work_pool.job_variables == {}
     with pytest.raises(ValidationError, match="work_qeue_name"):
         DeploymentSpec(name="x", entrypoint="e", work_pool={"work_qeue_name": "default"})
+
+
+def test_monitor_deployment_runs_hourly_with_the_monitor_part_of_the_config(tmp_path):
+    from deployments.deploy import build_deployments, load_specs
+    from flows.config import load_config
+
+    base = tmp_path / "base.jsonl"
+    base.write_text('{"text": "a", "intent": "good"}\n')
+    config = load_config(
+        None,
+        [f"data.path={base}", "data.label_column=intent", "monitor.rollback_on_alarm=true"],
+    )
+    spec = next(s for s in load_specs() if s.name == "monitor-hourly")
+    (deployment,) = build_deployments(config, [spec])
+    assert deployment.flow_name == "monitor"
+    assert deployment.schedules[0].schedule.cron == "0 * * * *"
+    assert deployment.concurrency_limit == 1
+    parameters = deployment.parameters["config"]
+    assert parameters["label_column"] == "intent" and "data" not in parameters
+    assert parameters["monitor"]["rollback_on_alarm"] is True
+    schema = deployment._parameter_openapi_schema.model_dump()
+    threshold = schema["definitions"]["MonitorSettings"]["properties"]["drift_threshold"]
+    assert threshold["description"] and threshold["default"] == 0.75
