@@ -22,6 +22,7 @@ from tasks.load import SUPPORTED_SUFFIXES, DataSettings
 from tasks.models import ModelSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
+from tasks.serving import ServingSettings
 from tasks.split import SplitSettings
 from tasks.storage import StorageSettings
 from tasks.train import LoraSettings, TrainSettings
@@ -48,6 +49,7 @@ class RetrainConfig(BaseModel):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     work_dir: Path = Field(
         default=Path(".tunegate/runs"), description="Folder for each run's files."
     )

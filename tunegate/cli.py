@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from tunegate.commands import data, registry, run, service
+from tunegate.commands import data, registry, run, serve, service
 from tunegate.commands.common import CLIError
 
 # Offline and quiet by default: no hub downloads, no telemetry. Set before the libraries load.
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)  # validate, scrub, augment, demo-data
     service.register(sub)  # serve, deploy, webhook
     registry.register(sub)  # promote, rollback, models
+    serve.register(sub)  # serve-model
     return parser
 
 
