@@ -344,3 +344,33 @@ def test_serve_config_needs_no_data_file_and_refuses_unknown_keys(tmp_path):
     with pytest.raises(ConfigError, match="serving.max_batch_size"):
         load_serve_config(None, ["serving.max_batch_size=0"])
     assert main(["serve-model", "--set", "serving.log_sample_rate=2"]) == 2
+
+
+def test_shipped_compose_service_and_kubernetes_template_hold_valid_serve_configs(tmp_path):
+    import yaml
+
+    from deployments.model_server import load_serve_config
+    from tunegate.cli import build_parser
+
+    repo = Path(__file__).resolve().parents[2]
+    docs = list(yaml.safe_load_all((repo / "docker/k8s/model-server.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler"}
+    serve_yaml = tmp_path / "serve.yaml"
+    serve_yaml.write_text(kinds["ConfigMap"]["data"]["serve.yaml"])
+    config = load_serve_config(serve_yaml)
+    assert config.serving.log_unsampled and "://" in config.log_url  # replicas share the log
+    (container,) = kinds["Deployment"]["spec"]["template"]["spec"]["containers"]
+    port = container["ports"][0]["containerPort"]
+    assert port == config.serving.port
+    assert container["args"][:2] == ["tunegate", "serve-model"]
+    assert (
+        kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"]
+        == (kinds["Deployment"]["metadata"]["name"])
+    )
+
+    service = yaml.safe_load((repo / "docker/compose.yaml").read_text())["services"]["model-server"]
+    args = build_parser().parse_args(service["command"][1:])
+    assert args.func.__name__ == "cmd_serve_model"
+    config = load_serve_config(None, [*args.set, f"serving.port={args.port}"])
+    assert config.log_url.startswith("s3://") and config.feedback.store.startswith("s3://")
