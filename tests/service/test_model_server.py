@@ -223,3 +223,45 @@ def test_serve_swap_feedback_and_no_raw_pii(registry):
         for kind, value in PII.items():
             assert value not in text, f"raw {kind} in the {where}"
     assert "<EMAIL_1>" in haystacks["prediction log"]
+
+
+def test_the_champion_moved_event_reloads_before_the_poll_interval(prefect_backend, tmp_path):
+    """With a Prefect API, `tunegate.champion.moved` makes the server check the alias at once
+    (the poll interval here is 10 minutes)."""
+    from fastapi.testclient import TestClient
+    from prefect.events import emit_event
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.model_server import CHAMPION_EVENT, create_app, load_serve_config
+    from deployments.model_server.source import Served
+    from deployments.webhook import PrefectEvents
+
+    class Source:
+        version = "1"
+
+        def current_version(self) -> str:
+            return self.version
+
+        def load(self, version: str) -> Served:
+            answer = lambda texts: [{"label": "x", "score": 1.0} for _ in texts]  # noqa: E731
+            return Served("loans", version, "classification", ["x"], answer)
+
+    source = Source()
+    config = load_serve_config(None, [f"serving.log_url={tmp_path / 'log'}",
+                                      f"feedback.store={tmp_path / 'store'}",
+                                      "serving.reload_interval_s=600"])  # fmt: skip
+    app = create_app(config, source, PrefectEvents(PREFECT_API_URL.value()))
+
+    def version(client: TestClient) -> str:
+        return client.post("/v1/predict", json={"inputs": ["a"]}).json()["model"]["version"]
+
+    with TestClient(app) as client:
+        assert version(client) == "1"
+        source.version = "2"
+        deadline = time.time() + 60
+        while version(client) != "2":
+            assert time.time() < deadline, "the event did not trigger a reload"
+            emit_event(
+                event=CHAMPION_EVENT, resource={"prefect.resource.id": "tunegate.model.loans"}
+            )
+            time.sleep(1.0)
