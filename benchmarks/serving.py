@@ -56,7 +56,7 @@ def demo_champion() -> str | None:
     return champion_version(MlflowClient(f"sqlite:///{DEMO_STORE}"), DEMO_NAME)
 
 
-def train_minilm(tmp: Path, rows: list[dict], steps: int = 12) -> tuple[str, str]:
+def train_minilm(tmp: Path, rows: list[dict], steps: int = 4) -> tuple[str, str]:
     """A MiniLM classifier fine-tuned for a few steps (the figure is throughput, not accuracy),
     registered as champion in a temporary store; (tracking URI, model name)."""
     import torch
@@ -72,7 +72,7 @@ def train_minilm(tmp: Path, rows: list[dict], steps: int = 12) -> tuple[str, str
     model.train()
     torch.manual_seed(0)
     for step in range(steps):
-        batch = [rows[(step * 16 + i) % len(rows)] for i in range(16)]
+        batch = [rows[(step * 8 + i) % len(rows)] for i in range(8)]
         enc = tokenizer([r["narrative"] for r in batch], truncation=True, max_length=128,
                         padding=True, return_tensors="pt")  # fmt: skip
         labels = torch.tensor([LABELS.index(r["risk_label"]) for r in batch])
