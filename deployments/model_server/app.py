@@ -13,133 +13,36 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from deployments.model_server.batching import Batcher
 from deployments.model_server.config import ServeConfig
 from deployments.model_server.metrics import ServerMetrics
 from deployments.model_server.predlog import PredictionLog
+from deployments.model_server.protocol import (
+    REDACTED,
+    FeedbackRequest,
+    PredictRequest,
+    Prepared,
+    Refused,
+    parse_invocation,
+    prepare,
+    refusal,
+)
 from deployments.model_server.source import ModelHolder, ModelSource, NoModel, Served
 from deployments.webhook import Debounce, PrefectEvents, landed_event
 from tasks.feedback import FeedbackStore, StoredBatch
-from tasks.pii import PIISettings, get_scrubber, scrub_one
+from tasks.pii import get_scrubber
 from tasks.predictions import PredictionRecord
 
 log = logging.getLogger("tunegate.model_server")
 
 CHAMPION_EVENT = "tunegate.champion.moved"
-REDACTED = "<REDACTED>"  # logged instead of a text in which the residual scan still found PII
 FLAGS_FOLDER = "flags"  # <feedback.store>/flags: a store of its own, never merged into training
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "REQUEST_TOO_LARGE",
-               415: "UNSUPPORTED_MEDIA_TYPE", 422: "INVALID_PARAMETER_VALUE",
-               503: "SERVICE_UNAVAILABLE"}  # fmt: skip
-
-
-def refusal(status: int, message: str) -> JSONResponse:
-    """MLflow's error body, so its clients read our refusals as theirs."""
-    code = ERROR_CODES.get(status, "BAD_REQUEST")
-    return JSONResponse({"error_code": code, "message": message}, status_code=status)
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: list[StrictStr] = Field(min_length=1, description="Texts to predict on.")
-
-
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prediction_id: StrictStr = Field(min_length=1, max_length=200)
-    label: StrictStr | None = Field(default=None, min_length=1, max_length=500)
-    output: StrictStr | None = Field(default=None, min_length=1)
-    flag: Literal["wrong"] | None = None
-
-    @model_validator(mode="after")
-    def _says_something(self) -> FeedbackRequest:
-        if self.label is None and self.output is None and self.flag is None:
-            raise ValueError(
-                "send a corrected 'label' (classification), a corrected 'output' (generation) "
-                "or 'flag': 'wrong'"
-            )
-        if self.label is not None and self.output is not None:
-            raise ValueError("send 'label' or 'output', not both")
-        return self
-
-
-@dataclass
-class Prepared:
-    model_text: str  # what the model sees: scrubbed when serving.scrub_inputs
-    log_text: str  # what the log and feedback keep: always scrubbed
-
-
-def prepare(
-    texts: list[str], pii: PIISettings, scrub_inputs: bool
-) -> tuple[list[Prepared], Counter]:
-    """Scrub each input once; the counts are entity types only."""
-    out, counts = [], Counter()
-    for text in texts:
-        scrubbed = scrub_one(text, pii)
-        counts.update(scrubbed.counts)
-        log_text = REDACTED if scrubbed.residual else scrubbed.text
-        out.append(Prepared(scrubbed.text if scrub_inputs else text, log_text))
-    return out, counts
-
-
-def parse_invocation(body: object) -> list[str]:
-    """The texts of an MLflow scoring request: `inputs` / `instances` (strings, `{"text": ...}`
-    records or `{"text": [...]}`), `dataframe_split` or `dataframe_records` with a `text`
-    column (or a single column)."""
-    if not isinstance(body, dict):
-        raise Refused(400, "body: expected a JSON object with 'inputs' or 'dataframe_split'")
-    keys = [k for k in ("inputs", "instances", "dataframe_split", "dataframe_records") if k in body]
-    if len(keys) != 1:
-        raise Refused(
-            400,
-            "body: expected exactly one of 'inputs', 'instances', 'dataframe_split', "
-            "'dataframe_records'",
-        )
-    key, value = keys[0], body[keys[0]]
-    if key == "dataframe_split":
-        if not isinstance(value, dict) or not isinstance(value.get("data"), list):
-            raise Refused(400, "dataframe_split: expected {'columns': [...], 'data': [[...]]}")
-        columns = value.get("columns") or ["text"]
-        if not isinstance(columns, list) or ("text" not in columns and len(columns) != 1):
-            raise Refused(400, "dataframe_split.columns: needs a 'text' column")
-        at = columns.index("text") if "text" in columns else 0
-        rows = value["data"]
-        if not all(isinstance(r, list) and len(r) == len(columns) for r in rows):
-            raise Refused(400, f"dataframe_split.data: each row needs {len(columns)} value(s)")
-        texts = [r[at] for r in rows]
-    elif isinstance(value, dict):
-        texts = value.get("text")
-        if not isinstance(texts, list):
-            raise Refused(400, f"{key}: expected a list of texts or {{'text': [...]}}")
-    elif isinstance(value, list):
-        texts = [v.get("text") if isinstance(v, dict) else v for v in value]
-    else:
-        raise Refused(400, f"{key}: expected a list of texts")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise Refused(400, f"{key}[{i}]: expected a string (the 'text' value)")
-    return texts
 
 
 def create_app(
@@ -246,16 +149,25 @@ def create_app(
                 if debounce.ready(clock()):
                     oldest = min(debounce.waiting, key=lambda b: debounce.waiting[b][1])
                     rows = debounce.waiting[oldest][0]
-                    await signal(StoredBatch(batch_id=oldest, rows=rows,
-                                             location=store.location(oldest), duplicate=False))  # fmt: skip
+                    await signal(
+                        StoredBatch(
+                            batch_id=oldest,
+                            rows=rows,
+                            location=store.location(oldest),
+                            duplicate=False,
+                        )
+                    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         await asyncio.to_thread(get_scrubber, config.pii)  # the PII engine, built once
         await asyncio.to_thread(reload_once)
         if holder.current is None:
-            log.warning("no model at %s yet; polling every %ss", config.model_uri,
-                        settings.reload_interval_s)  # fmt: skip
+            log.warning(
+                "no model at %s yet; polling every %ss",
+                config.model_uri,
+                settings.reload_interval_s,
+            )
         batcher.start()
         predlog.start()
         tasks = [asyncio.create_task(reloader()), asyncio.create_task(feedback_timer())]
@@ -310,17 +222,28 @@ def create_app(
         if not texts:
             raise Refused(422, "inputs: at least one text is required")
         if len(texts) > settings.max_inputs:
-            raise Refused(413, f"inputs: {len(texts)} texts, over serving.max_inputs "
-                               f"({settings.max_inputs}); split the request")  # fmt: skip
+            raise Refused(
+                413,
+                f"inputs: {len(texts)} texts, over serving.max_inputs "
+                f"({settings.max_inputs}); split the request",
+            )
         for i, text in enumerate(texts):
             if not text.strip():
                 raise Refused(422, f"inputs[{i}]: empty text")
             if len(text) > settings.max_input_chars:
-                raise Refused(422, f"inputs[{i}]: {len(text)} characters, over "
-                                   f"serving.max_input_chars ({settings.max_input_chars})")  # fmt: skip
+                raise Refused(
+                    422,
+                    f"inputs[{i}]: {len(text)} characters, over "
+                    f"serving.max_input_chars ({settings.max_input_chars})",
+                )
 
-    def records(prepared: list[Prepared], version: str, answers: list[dict] | None,
-                latency_ms: float, code: int) -> list[PredictionRecord]:  # fmt: skip
+    def records(
+        prepared: list[Prepared],
+        version: str,
+        answers: list[dict] | None,
+        latency_ms: float,
+        code: int,
+    ) -> list[PredictionRecord]:
         now = datetime.now(UTC)
         name = config.mlflow.registered_model
         return [
@@ -333,7 +256,7 @@ def create_app(
                 status=code,
                 text=p.log_text,
                 **({} if answers is None else answers[i]),
-            )  # fmt: skip
+            )
             for i, p in enumerate(prepared)
         ]
 
@@ -348,14 +271,18 @@ def create_app(
         try:
             served, answers = await batcher.submit([p.model_text for p in prepared])
         except NoModel:
-            raise Refused(503, f"no model served yet: nothing loaded from {config.model_uri}; "
-                               "promote a version or check GET /health") from None  # fmt: skip
+            raise Refused(
+                503,
+                f"no model served yet: nothing loaded from {config.model_uri}; "
+                "promote a version or check GET /health",
+            ) from None
         except Exception as exc:  # noqa: BLE001 - the model failed on this batch
             current = holder.current
             ms = (time.perf_counter() - start) * 1000
             predlog.add(records(prepared, current.version if current else "none", None, ms, 503))
-            raise Refused(503, f"the model failed on this batch ({type(exc).__name__}); "
-                               "please retry") from None  # fmt: skip
+            raise Refused(
+                503, f"the model failed on this batch ({type(exc).__name__}); please retry"
+            ) from None
         latency_ms = (time.perf_counter() - start) * 1000
         logged = records(prepared, served.version, answers, latency_ms, 200)
         predlog.add(logged)
@@ -404,54 +331,91 @@ def create_app(
     @app.post("/v1/predict")
     async def predict_v1(body: PredictRequest) -> JSONResponse:
         served, answers, ids = await predict(body.inputs)
-        return JSONResponse({
-            "model": {"name": served.name, "version": served.version},
-            "predictions": [{"id": i, **a} for i, a in zip(ids, answers, strict=True)],
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "model": {"name": served.name, "version": served.version},
+                "predictions": [{"id": i, **a} for i, a in zip(ids, answers, strict=True)],
+            }
+        )
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest) -> JSONResponse:
         record = await asyncio.to_thread(predlog.find, body.prediction_id)
         if record is None:
-            raise Refused(404, "prediction_id: unknown, or older than serving.feedback_window_s "
-                               f"({settings.feedback_window_s:g} s)")  # fmt: skip
+            raise Refused(
+                404,
+                "prediction_id: unknown, or older than serving.feedback_window_s "
+                f"({settings.feedback_window_s:g} s)",
+            )
         generation = record.output is not None
-        about = {"prediction_id": record.prediction_id, "model_version": record.model_version,
-                 "predicted": record.output if generation else record.label}  # fmt: skip
+        about = {
+            "prediction_id": record.prediction_id,
+            "model_version": record.model_version,
+            "predicted": record.output if generation else record.label,
+        }
         data = config.data
         if body.label is None and body.output is None:  # a flag: kept for review, not training
             row = {data.text_column: record.text, "flag": body.flag, **about}
             batch = await asyncio.to_thread(flags.write_batch, [row])
             metrics.feedback.labels("flag").inc()
-            return JSONResponse({"status": "accepted", "kind": "flag", "batch_id": batch.batch_id,
-                                 "trigger": "none"}, status_code=202)  # fmt: skip
+            return JSONResponse(
+                {
+                    "status": "accepted",
+                    "kind": "flag",
+                    "batch_id": batch.batch_id,
+                    "trigger": "none",
+                },
+                status_code=202,
+            )
         if generation != (body.output is not None):
             wanted = "output" if generation else "label"
-            raise Refused(422, f"this prediction is a {'generation' if generation else 'label'}: "
-                               f"send the correction as '{wanted}'")  # fmt: skip
+            raise Refused(
+                422,
+                f"this prediction is a {'generation' if generation else 'label'}: "
+                f"send the correction as '{wanted}'",
+            )
         if record.text == REDACTED:
-            raise Refused(422, "this input still held PII after scrubbing, so it cannot become "
-                               "a training row; send 'flag': 'wrong' instead")  # fmt: skip
+            raise Refused(
+                422,
+                "this input still held PII after scrubbing, so it cannot become "
+                "a training row; send 'flag': 'wrong' instead",
+            )
         served = holder.current
         if body.label is not None and served is not None and body.label not in served.labels:
             shown = ", ".join(served.labels[:20])
             raise Refused(422, f"label: not one of the model's labels ({shown})")
         if generation and not data.target_column:
-            raise Refused(422, "data.target_column: not set in the server's config, so a "
-                               "generation correction has no column to go to")  # fmt: skip
+            raise Refused(
+                422,
+                "data.target_column: not set in the server's config, so a "
+                "generation correction has no column to go to",
+            )
         row = {data.text_column: record.text, data.y_column: body.output or body.label, **about}
         if body.flag:
             row["flag"] = body.flag
         async with feedback_lock:
             batch = await asyncio.to_thread(store.write_batch, [row])
             if batch.duplicate:
-                return JSONResponse({"status": "duplicate", "kind": "correction",
-                                     "batch_id": batch.batch_id, "trigger": "none"})  # fmt: skip
+                return JSONResponse(
+                    {
+                        "status": "duplicate",
+                        "kind": "correction",
+                        "batch_id": batch.batch_id,
+                        "trigger": "none",
+                    }
+                )
             debounce.add(batch.batch_id, batch.rows, clock())
             trigger = await signal(batch)
         metrics.feedback.labels("correction").inc()
-        return JSONResponse({"status": "accepted", "kind": "correction",
-                             "batch_id": batch.batch_id, "trigger": trigger}, status_code=202)  # fmt: skip
+        return JSONResponse(
+            {
+                "status": "accepted",
+                "kind": "correction",
+                "batch_id": batch.batch_id,
+                "trigger": trigger,
+            },
+            status_code=202,
+        )
 
     return app
 

@@ -131,8 +131,10 @@ def test_serve_swap_feedback_and_no_raw_pii(registry):
             assert body["model"] == {"name": NAME, "version": v1}
             assert {p["label"] for p in body["predictions"]} == {LABELS[0]}
             ids += [p["id"] for p in body["predictions"]]
-        scored = http.post("/invocations", json={"dataframe_split": {"columns": ["text"],
-                                                                      "data": [[t] for t in TEXTS]}})  # fmt: skip
+        scored = http.post(
+            "/invocations",
+            json={"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}},
+        )
         assert scored.status_code == 200 and len(scored.json()["predictions"]) == 3
         metrics = http.get("/metrics").text
         assert 'tunegate_requests_total{endpoint="/v1/predict",status="200"} 3.0' in metrics
@@ -174,8 +176,11 @@ def test_serve_swap_feedback_and_no_raw_pii(registry):
             thread.join(30)
         failures = [s for s in seen if s[1] != 200]
         after = [v for t, s, v in seen if t > swapped + 0.5]
-        print(f"[hot swap] {len(seen)} requests, {len(failures)} failed, new version after "
-              f"{swapped - moved:.1f}s (reload interval {RELOAD_S}s)", flush=True)  # fmt: skip
+        print(
+            f"[hot swap] {len(seen)} requests, {len(failures)} failed, new version after "
+            f"{swapped - moved:.1f}s (reload interval {RELOAD_S}s)",
+            flush=True,
+        )
         assert not failures, failures[:5]
         assert after and set(after) == {v2}
         # polled within the interval; the rest is downloading and loading the new version
@@ -247,9 +252,14 @@ def test_the_champion_moved_event_reloads_before_the_poll_interval(prefect_backe
             return Served("loans", version, "classification", ["x"], answer)
 
     source = Source()
-    config = load_serve_config(None, [f"serving.log_url={tmp_path / 'log'}",
-                                      f"feedback.store={tmp_path / 'store'}",
-                                      "serving.reload_interval_s=600"])  # fmt: skip
+    config = load_serve_config(
+        None,
+        [
+            f"serving.log_url={tmp_path / 'log'}",
+            f"feedback.store={tmp_path / 'store'}",
+            "serving.reload_interval_s=600",
+        ],
+    )
     app = create_app(config, source, PrefectEvents(PREFECT_API_URL.value()))
 
     def version(client: TestClient) -> str:

@@ -220,11 +220,16 @@ def test_no_model_yet_and_a_failing_batch_are_503_with_a_reason(server, tmp_path
 
 
 def test_feedback_correction_becomes_a_pending_batch_and_a_flag_does_not(server, tmp_path):
-    client, _ = server("serving.log_sample_rate=0", "data.text_column=narrative",
-                       "data.label_column=risk")  # fmt: skip
+    client, _ = server(
+        "serving.log_sample_rate=0", "data.text_column=narrative", "data.label_column=risk"
+    )
     with client:
-        ids = [p["id"] for p in client.post(
-            "/v1/predict", json={"inputs": [f"mail {EMAIL} now", "second"]}).json()["predictions"]]  # fmt: skip
+        ids = [
+            p["id"]
+            for p in client.post(
+                "/v1/predict", json={"inputs": [f"mail {EMAIL} now", "second"]}
+            ).json()["predictions"]
+        ]
         wrong = client.post("/v1/feedback", json={"prediction_id": ids[0], "label": "nope"})
         assert wrong.status_code == 422 and "good, bad" in wrong.json()["message"]
         answer = client.post("/v1/feedback", json={"prediction_id": ids[0], "label": "bad"})
@@ -255,8 +260,15 @@ def test_feedback_finds_a_logged_prediction_after_a_restart_but_not_after_the_wi
         return PredictionLog(str(tmp_path / "log"), 1.0, False, 1.0, 10, 3600, 100, **kw)
 
     first = log()
-    record = PredictionRecord(prediction_id="p1", time=datetime.now(UTC), model_name="m",
-                              model_version="1", latency_ms=3.0, text="t", label="good")  # fmt: skip
+    record = PredictionRecord(
+        prediction_id="p1",
+        time=datetime.now(UTC),
+        model_name="m",
+        model_version="1",
+        latency_ms=3.0,
+        text="t",
+        label="good",
+    )
     first.add([record])
     first.close()
     again = log()  # a new process: nothing in memory, the log is searched
