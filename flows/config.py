@@ -23,6 +23,7 @@ from tasks.models import ModelSettings
 from tasks.monitor import MonitorSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
+from tasks.serving import ServingSettings
 from tasks.split import SplitSettings
 from tasks.storage import StorageSettings
 from tasks.train import LoraSettings, TrainSettings
@@ -50,6 +51,7 @@ class RetrainConfig(BaseModel):
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     work_dir: Path = Field(
         default=Path(".tunegate/runs"), description="Folder for each run's files."
     )

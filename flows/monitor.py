@@ -53,6 +53,7 @@ from tasks.registry import (
     rollback_champion,
     start_run,
 )
+from tasks.serving import ServingSettings, flags_store_url, prediction_log_url
 
 __all__ = ["MonitorConfig", "MonitorSummary", "load_monitor_config", "monitor"]
 
@@ -65,6 +66,7 @@ class MonitorConfig(BaseModel):
     mlflow: MLflowSettings = Field(default_factory=MLflowSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     label_column: str = Field(
         default=DataSettings.model_fields["label_column"].default,
         description="data.label_column: the feedback rows' column holding a correction's label.",
@@ -81,13 +83,16 @@ class MonitorConfig(BaseModel):
             mlflow=config.mlflow,
             feedback=config.feedback,
             monitor=config.monitor,
+            serving=config.serving,
             label_column=config.data.label_column,
             work_dir=config.work_dir,
         )
 
     @property
     def log_url(self) -> str:
-        return self.monitor.log_url or str(Path(self.work_dir) / "predictions")
+        """`monitor.log_url`, else where the model server writes (`serving.log_url`, else
+        `<work_dir>/predictions`)."""
+        return self.monitor.log_url or prediction_log_url(self.serving, self.work_dir)
 
 
 def load_monitor_config(path: Path | None, overrides: list[str] | None = None) -> MonitorConfig:
@@ -96,7 +101,12 @@ def load_monitor_config(path: Path | None, overrides: list[str] | None = None) -
     sections = load_sections(
         path,
         overrides,
-        {"mlflow": MLflowSettings, "feedback": FeedbackSettings, "monitor": MonitorSettings},
+        {
+            "mlflow": MLflowSettings,
+            "feedback": FeedbackSettings,
+            "monitor": MonitorSettings,
+            "serving": ServingSettings,
+        },
     )
     raw = _read_raw(path, overrides)
     data = raw.get("data") or {}
@@ -200,6 +210,7 @@ def _watch(
     texts = [r.text for r in records if r.sampled and r.status < 400]
     drift = drift_task(reference.texts, texts, settings, run_dir / "drift.html")
     feedback = feedback_since(FeedbackStore(config.feedback.store), since, until)
+    feedback += feedback_since(FeedbackStore(flags_store_url(config.feedback.store)), since, until)
     reading = Reading(
         model_name=name,
         champion=champion,

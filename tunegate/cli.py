@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from tunegate.commands import data, monitor, registry, run, service
+from tunegate.commands import data, monitor, registry, run, serve, service
 from tunegate.commands.common import CLIError
 
 # Offline and quiet by default: no hub downloads, no telemetry. Set before the libraries load.
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.register(sub)  # serve, deploy, webhook
     registry.register(sub)  # promote, rollback, models
     monitor.register(sub)
+    serve.register(sub)  # serve-model
     return parser
 
 

@@ -1,0 +1,135 @@
+"""Which model is served: the version behind the alias, loaded beside the one in use, swapped.
+
+`RegistrySource` resolves `models:/<name>@<alias>` to a version number and loads that version's
+model folder through `tasks.models.load_predictor` on `model.device`, exactly as evaluation
+does. `ModelHolder` keeps the current `Served` model; a batch takes its reference once when it
+starts, so a swap never changes the model under a running batch, and the old model is freed
+when its last batch is done. Tests use an in-memory source with the same two methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger("tunegate.model_server")
+
+
+class NoModel(Exception):
+    """Nothing is served yet (the alias does not exist, or its version did not load)."""
+
+
+@dataclass
+class Served:
+    """One loaded version. `answer(texts)` gives per text `{"label", "score"}` (classification)
+    or `{"output"}` (generation)."""
+
+    name: str
+    version: str
+    task: str
+    labels: list[str]
+    answer: Callable[[list[str]], list[dict]]
+    loaded_at: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class ModelSource(Protocol):
+    def current_version(self) -> str | None: ...
+
+    def load(self, version: str) -> Served: ...
+
+
+def answer_function(predictor: object) -> tuple[str, list[str], Callable[[list[str]], list[dict]]]:
+    """(task, labels, answer) of a loaded `TextClassifier` / `TextGenerator`."""
+    from tasks.models import TextGenerator
+
+    if isinstance(predictor, TextGenerator):
+        return "generation", [], lambda texts: [{"output": o} for o in predictor.generate(texts)]
+    labels = list(predictor.labels)
+
+    def classify(texts: list[str]) -> list[dict]:
+        proba = predictor.predict_proba(texts)
+        best = proba.argmax(-1)
+        return [
+            {"label": labels[i], "score": float(p[i])} for i, p in zip(best, proba, strict=True)
+        ]
+
+    return "classification", labels, classify
+
+
+class RegistrySource:
+    """The MLflow registry: alias -> version, version -> loaded model on `device`."""
+
+    def __init__(self, tracking_uri: str, name: str, alias: str, device: str = "auto") -> None:
+        self.tracking_uri = tracking_uri
+        self.name = name
+        self.alias = alias
+        self.device = device
+
+    def current_version(self) -> str | None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            found = MlflowClient(self.tracking_uri).get_model_version_by_alias(
+                self.name, self.alias
+            )
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        return str(found.version)
+
+    def load(self, version: str) -> Served:
+        """Download the version into a temporary folder, load it, remove the folder (the weights
+        are in memory by then)."""
+        import time
+
+        import mlflow.artifacts
+
+        from tasks.models import load_predictor
+
+        tmp = Path(tempfile.mkdtemp(prefix="tunegate-serve-"))
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{self.name}/{version}",
+                    dst_path=str(tmp),
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+            )
+            found = sorted(p.parent for p in local.rglob("tunegate.json"))
+            if not found:
+                raise NoModel(
+                    f"models:/{self.name}/{version} holds no tunegate model folder "
+                    "(tunegate.json); register it with `tunegate run`"
+                )
+            predictor = load_predictor(found[0], self.device)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        task, labels, answer = answer_function(predictor)
+        return Served(self.name, version, task, labels, answer, loaded_at=time.time())
+
+
+class ModelHolder:
+    """The current model; replaced whole, never changed in place."""
+
+    def __init__(self) -> None:
+        self._current: Served | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Served | None:
+        return self._current
+
+    def swap(self, served: Served) -> Served | None:
+        with self._lock:
+            old, self._current = self._current, served
+        return old
