@@ -1,25 +1,28 @@
-"""The feedback receiver: `POST /feedback` with signed batches of re-annotated records.
+"""The feedback receiver: `POST /feedback` with batches of re-annotated records, signed the
+Standard Webhooks way (`deployments/signature.py`).
 
     tunegate webhook [--config FILE] [--set k=v ...] [--host H] [--port P]
 
 Checks, in order, each refusal writing nothing and triggering nothing:
 body over `webhook.max_body_bytes` -> 413 (decided from Content-Length, or while streaming, never
-after reading it all); missing/malformed/wrong signature or a timestamp older than
-`webhook.max_age_s` -> 401; no delivery id -> 400; a delivery id seen before -> 409; malformed
-records -> 422 with their line (JSONL) or record (JSON) numbers.
+after reading it all); missing/malformed/wrong signature headers or a timestamp further than
+`webhook.max_age_s` from now -> 401; a `webhook-id` seen before (the store remembers them across
+restarts) -> 409; malformed records -> 422 with their line (JSONL) or record (JSON) numbers.
 
 Accepted: the batch is stored atomically under its content hash (`tasks/feedback.py`), the
-delivery id remembered, then a `tunegate.feedback.landed` event is posted to the Prefect API
+message id remembered, then a `tunegate.feedback.landed` event is posted to the Prefect API
 (`POST /api/events`) with the batch's location and row count -> 202. The same content under a
-new delivery id is stored once: 200 with `duplicate: true`, and no event.
+new message id is stored once: 200 with `duplicate: true`, and no event.
 
 Debounce: every landed event carries the resource label `tunegate.feedback.ready`, "true" once
-the rows landed since the last ready signal reach `feedback.trigger_min_rows`, or once the
-oldest of them has waited `feedback.trigger_max_wait_s` (a timer checks this between
-requests). The event-triggered deployment matches only ready events. When Prefect cannot be
-reached the batch stays stored, the response says `trigger: pending`, the rows stay counted and
-the next request (or the timer) signals again; the next retrain includes the batch whatever
-starts it.
+the rows pending in the store and not yet signalled reach `feedback.trigger_min_rows`, or once
+the oldest of them has waited `feedback.trigger_max_wait_s` (a timer checks this between
+requests). The debounce counts what the store holds, not what this process wrote: a batch
+stored by a request that failed after the write, by another process or before a restart is
+counted at the next request or tick. The event-triggered deployment matches only ready events.
+When Prefect cannot be reached the batch stays stored, the response says `trigger: pending`,
+the rows stay counted and the next request (or the timer) signals again; the next retrain
+includes the batch whatever starts it.
 """
 
 from __future__ import annotations
@@ -30,24 +33,17 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from standardwebhooks.webhooks import Webhook
 
+from deployments.signature import SignatureRefused, check_secret, verify_request
 from flows.config import RetrainConfig
-from tasks.feedback import (
-    DELIVERY_HEADER,
-    EVENT_NAME,
-    SIGNATURE_HEADER,
-    FeedbackStore,
-    RecordsRefused,
-    SignatureRefused,
-    StoredBatch,
-    parse_records,
-    verify_signature,
-)
+from tasks.feedback import EVENT_NAME, FeedbackStore, RecordsRefused, StoredBatch, parse_records
 
 log = logging.getLogger("tunegate.webhook")
 
@@ -90,19 +86,38 @@ def landed_event(batch: StoredBatch, ready: bool, pending_rows: int) -> dict:
 
 
 class Debounce:
-    """Rows landed since the last ready signal, and when the oldest of them landed."""
+    """Rows pending in the store and not yet signalled, and when the oldest of them was seen."""
 
     def __init__(self, min_rows: int, max_wait_s: float) -> None:
         self.min_rows = min_rows
         self.max_wait_s = max_wait_s
         self.waiting: dict[str, tuple[int, float]] = {}  # batch id -> (rows, landed at)
+        self.signalled: set[str] = set()  # in a ready signal already; pending until a run takes it
 
     def add(self, batch_id: str, rows: int, now: float) -> None:
-        self.waiting.setdefault(batch_id, (rows, now))
+        if batch_id not in self.signalled:
+            self.waiting.setdefault(batch_id, (rows, now))
 
     def forget(self, batch_ids: set[str]) -> None:
         for batch_id in batch_ids & set(self.waiting):
             del self.waiting[batch_id]
+        self.signalled -= batch_ids
+
+    def sync(self, pending: list[str], rows_of: Callable[[str], int], now: float) -> None:
+        """Count every batch the store holds as pending (not yet included by a run).
+
+        A batch is counted once: those already waiting or signalled keep their state; batches
+        no longer pending (a run included them) are dropped from both.
+        """
+        held = set(pending)
+        self.forget((set(self.waiting) | self.signalled) - held)
+        for batch_id in pending:
+            if batch_id not in self.waiting and batch_id not in self.signalled:
+                self.waiting[batch_id] = (rows_of(batch_id), now)
+
+    def mark_signalled(self) -> None:
+        self.signalled |= set(self.waiting)
+        self.waiting.clear()
 
     @property
     def rows(self) -> int:
@@ -121,26 +136,27 @@ def create_app(
     events: PrefectEvents,
     clock=time.time,  # noqa: ANN001 - a zero-argument callable returning unix seconds
 ) -> FastAPI:
-    """The receiver for one config; `secret` and `events` come from the edge (the CLI)."""
-    if not secret:
-        raise ValueError("TUNEGATE_WEBHOOK_SECRET is empty")
+    """The receiver for one config; `secret` and `events` come from the edge (the CLI).
+
+    `secret` is a Standard Webhooks secret (`whsec_<base64>`); `SecretInvalid` otherwise.
+    """
+    webhook = Webhook(check_secret(secret))
     settings = config.webhook
     store = FeedbackStore(config.feedback.store)
     debounce = Debounce(config.feedback.trigger_min_rows, config.feedback.trigger_max_wait_s)
-    for batch_id in store.pending_ids():  # after a restart: not yet included, maybe not signalled
-        debounce.add(batch_id, store.rows_of(batch_id), clock())
+    debounce.sync(store.pending_ids(), store.rows_of, clock())  # after a restart: maybe unsignalled
     data = config.data
     lock = asyncio.Lock()
 
     async def signal(batch: StoredBatch) -> str:
         """Emit the landed event; returns the trigger state for the response."""
-        debounce.forget(store.included_ids())
+        debounce.sync(store.pending_ids(), store.rows_of, clock())
         ready = debounce.ready(clock())
         delivered = await events.emit(landed_event(batch, ready, debounce.rows))
         if not delivered:
             return "pending"
         if ready:
-            debounce.waiting.clear()
+            debounce.mark_signalled()
             return "signalled"
         return "waiting"
 
@@ -149,7 +165,7 @@ def create_app(
         while True:
             await asyncio.sleep(interval)
             async with lock:
-                debounce.forget(store.included_ids())  # a run already took them
+                debounce.sync(store.pending_ids(), store.rows_of, clock())
                 if debounce.ready(clock()):
                     oldest = min(debounce.waiting, key=lambda b: debounce.waiting[b][1])
                     batch = StoredBatch(
@@ -188,17 +204,14 @@ def create_app(
                 return refuse(413, f"body over webhook.max_body_bytes ({settings.max_body_bytes})")
         body = bytes(body)
         try:
-            verify_signature(
-                secret, request.headers.get(SIGNATURE_HEADER), body, clock(), settings.max_age_s
+            delivery = verify_request(
+                webhook, dict(request.headers), body, clock(), settings.max_age_s
             )
         except SignatureRefused as exc:
             return refuse(401, str(exc))
-        delivery = request.headers.get(DELIVERY_HEADER, "").strip()
-        if not delivery:
-            return refuse(400, f"missing {DELIVERY_HEADER}")
         async with lock:
             if store.delivery_seen(delivery):
-                return refuse(409, f"delivery {delivery!r} was already received")
+                return refuse(409, "this webhook-id was already received")
             try:
                 records = parse_records(_dereference(body, store, settings.max_body_bytes), data)
             except RecordsRefused as exc:
