@@ -44,6 +44,7 @@ from standardwebhooks.webhooks import Webhook
 from deployments.signature import SignatureRefused, check_secret, verify_request
 from flows.config import RetrainConfig
 from tasks.feedback import EVENT_NAME, FeedbackStore, RecordsRefused, StoredBatch, parse_records
+from tasks.load import DataSettings
 
 log = logging.getLogger("tunegate.webhook")
 
@@ -192,7 +193,7 @@ def create_app(
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.post("/feedback")
+    @app.post("/feedback", status_code=202, openapi_extra=feedback_openapi(data))
     async def feedback(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
@@ -230,6 +231,52 @@ def create_app(
         )
 
     return app
+
+
+def feedback_openapi(data: DataSettings) -> dict:
+    """`POST /feedback` in the OpenAPI schema: the body is read raw (streamed, size-capped, then
+    signature-checked), so FastAPI cannot infer it; described here for clients and the fuzzer."""
+    text = {"type": "string", "minLength": 1}
+    label = {**text, "enum": list(data.labels)} if data.labels else text
+    record = {
+        "type": "object",
+        "properties": {data.text_column: text, data.y_column: label},
+        "required": [data.text_column, data.y_column],
+    }
+    records = {"type": "array", "items": record, "minItems": 1}
+    ref = {"type": "object", "properties": {"ref": {"type": "string"}}, "required": ["ref"]}
+    header = {"in": "header", "required": True, "schema": {"type": "string"}}
+    answers = {
+        "200": "the same records arrived before under another webhook-id: stored once",
+        "202": "stored; the answer says whether a retrain was signalled",
+        "401": "a webhook-* header missing or malformed, a wrong signature or a stale timestamp",
+        "409": "this webhook-id was accepted before",
+        "413": "body over webhook.max_body_bytes",
+        "422": "malformed records, named by line or record number",
+    }
+    return {
+        "parameters": [
+            {**header, "name": "webhook-id", "description": "unique message id (signed)"},
+            {**header, "name": "webhook-timestamp", "description": "unix seconds"},
+            {**header, "name": "webhook-signature", "description": "v1,<base64> [v1,...]"},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {"schema": records},
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            records,
+                            {"type": "object", "properties": {"records": records}},
+                            ref,
+                        ]
+                    }
+                },
+            },
+        },
+        "responses": {code: {"description": text} for code, text in answers.items()},
+    }
 
 
 def _answer(batch: StoredBatch) -> dict:
