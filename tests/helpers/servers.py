@@ -20,7 +20,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 
-SECRET = "service-test-secret"
+SECRET = "whsec_c2VydmljZS10ZXN0LXNlY3JldC0zMi1ieXRlcy1sb25nIQ=="  # a Standard Webhooks secret
 LABELS = ["low_risk", "medium_risk", "high_risk", "decline"]
 TRIGGER_MIN_ROWS = 40  # a burst of 4-row batches signals every tenth batch
 TRIGGER_MAX_WAIT_S = 15  # leftovers below the row threshold are signalled after this
@@ -182,12 +182,12 @@ def signed_post(
     timestamp: int | None = None,
     content_type: str = "application/x-ndjson",
 ) -> httpx.Response:
-    from tasks.feedback import sign
+    """POST `body` signed as a Standard Webhooks sender does (webhook-id, -timestamp, -signature)."""
+    from deployments.signature import sign_headers
 
     headers = {
         "Content-Type": content_type,
-        "X-Tunegate-Delivery": delivery or uuid.uuid4().hex,
-        "X-Tunegate-Signature": sign(secret, body, timestamp),
+        **sign_headers(secret, body, delivery or f"msg_{uuid.uuid4().hex}", timestamp),
     }
     return httpx.post(url, content=body, headers=headers, timeout=30)
 

@@ -1,9 +1,10 @@
-"""Signed feedback against real servers: the webhook stores the batch, emits the event, the
+"""Feedback signed with Standard Webhooks against real servers: the webhook stores the batch, emits the event, the
 deployment trigger starts a retrain on `tunegate serve`, and the model lands in the MLflow
 server's registry. Replays, refusals and a burst of concurrent deliveries."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -15,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers.servers import (
+    SECRET,
     TRIGGER_MIN_ROWS,
     Stack,
     feedback_rows,
@@ -103,21 +105,31 @@ def test_refused_requests_write_nothing_and_trigger_nothing(stack: Stack):
     before_runs = len(stack.flow_runs("retrain-on-feedback"))
     body = jsonl(feedback_rows(TRIGGER_MIN_ROWS, "refused"))
 
-    unsigned = httpx.post(
-        stack.webhook_url, content=body, headers={"X-Tunegate-Delivery": "u1"}, timeout=30
-    )
+    unsigned = httpx.post(stack.webhook_url, content=body, timeout=30)
     assert unsigned.status_code == 401
-    from tasks.feedback import sign
+    from deployments.signature import sign_headers
 
-    header = sign("service-test-secret", body)
+    headers = sign_headers(SECRET, body, "t1")
     tampered = httpx.post(
         stack.webhook_url,
         content=body.replace(b"low_risk", b"decline"),
-        headers={"X-Tunegate-Delivery": "t1", "X-Tunegate-Signature": header},
+        headers=headers,
         timeout=30,
     )
     assert tampered.status_code == 401
-    wrong_secret = signed_post(stack.webhook_url, body, "w1", secret="not-the-secret")
+    fresh_id = httpx.post(  # a captured request under a fresh id: the id is signed
+        stack.webhook_url, content=body, headers={**headers, "webhook-id": "t2"}, timeout=30
+    )
+    assert fresh_id.status_code == 401
+    malformed_header = httpx.post(
+        stack.webhook_url,
+        content=body,
+        headers={**headers, "webhook-signature": "v1,ünï".encode(), "webhook-id": "h1"},
+        timeout=30,
+    )
+    assert malformed_header.status_code == 401
+    other = "whsec_" + base64.b64encode(b"not-the-secret-but-32-bytes-long").decode()
+    wrong_secret = signed_post(stack.webhook_url, body, "w1", secret=other)
     assert wrong_secret.status_code == 401
     stale = signed_post(stack.webhook_url, body, "s1", timestamp=int(time.time()) - 301)
     assert stale.status_code == 401
@@ -138,7 +150,7 @@ def test_refused_requests_write_nothing_and_trigger_nothing(stack: Stack):
     assert sorted(p.name for p in stack.store.rglob("*")) == before_files
     assert len(stack.flow_runs("retrain-on-feedback")) == before_runs
     # a refused delivery id was not remembered: the corrected batch under it is accepted later
-    assert not any(r.status_code == 409 for r in (unsigned, tampered, stale, malformed))
+    assert not any(r.status_code == 409 for r in (unsigned, tampered, fresh_id, stale, malformed))
 
 
 def test_burst_of_20_batches_queues_retrains_never_concurrent_each_batch_once(stack: Stack):

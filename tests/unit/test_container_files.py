@@ -272,3 +272,54 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _config_mount(service: dict) -> tuple[str, Path]:
+    """(path in the container, file in the repository) of the `--config` a service reads."""
+    command = service["command"]
+    words = " ".join(command if isinstance(command, list) else [command]).split()
+    inside = words[words.index("--config") + 1]
+    for mount in service.get("volumes") or []:
+        source, target = str(mount).split(":")[:2]
+        if target == inside:
+            return inside, DOCKER / source
+    raise AssertionError(f"--config {inside} is not mounted from the repository")
+
+
+def test_compose_webhook_starts_with_a_config_and_shares_its_store_with_the_workers():
+    from flows.config import load_config
+
+    services = load_compose()["services"]
+    webhook, register, worker = services["webhook"], services["register"], services["worker-cpu"]
+    inside, config_file = _config_mount(webhook)
+    assert config_file.is_file()
+    assert _config_mount(register) == (inside, config_file)  # the deployments' default config
+    assert "tunegate deploy --config" in " ".join(register["command"])
+    # the config loads as the webhook loads it, with /data as mounted from the repository
+    mounts = {
+        str(m).split(":")[1]: DOCKER / str(m).split(":")[0] for m in webhook.get("volumes") or []
+    }
+    raw = yaml.safe_load(config_file.read_text())
+    data_path = Path(raw["data"]["path"])
+    host_data = mounts[str(data_path.parent)] / data_path.name
+    assert host_data.is_file(), host_data
+    config = load_config(config_file, [f"data.path={host_data}"])
+    # the store is one every container reaches: an object store the stack runs, not a folder
+    # inside the webhook's container (a relative path lands in /app of each container apart)
+    store = config.feedback.store
+    assert store.startswith("s3://"), store
+    bucket = store.removeprefix("s3://").split("/")[0]
+    assert f"local/{bucket}" in " ".join(services["minio-buckets"]["command"])
+    assert webhook["depends_on"]["minio-buckets"]["condition"] == "service_completed_successfully"
+    for name in ("webhook", "worker-cpu"):
+        assert "AWS_ENDPOINT_URL" in services[name]["environment"]
+    # the workers run what register deployed: the pool named in deployments/prefect.yaml
+    pools = {
+        d["work_pool"]["name"]
+        for d in yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())["deployments"]
+    }
+    command = worker["command"]
+    assert command[command.index("--pool") + 1] in pools
+    assert config.webhook.port == int(webhook["ports"][0].split(":")[1])
+    assert webhook["command"][:2] == ["tunegate", "webhook"]
+    assert "/health" in " ".join(webhook["healthcheck"]["test"])

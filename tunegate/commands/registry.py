@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     promote = sub.add_parser(
         "promote", help="move the champion alias to a registered version", parents=[config]
     )
-    promote.add_argument("version", help="registered model version, e.g. 3")
+    promote.add_argument("version", help="registered model version number, e.g. 3")
     promote.add_argument(
         "--force", action="store_true", help="promote even if the version failed its gate"
     )
@@ -38,13 +38,17 @@ def _registry(args: argparse.Namespace) -> tuple:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from tasks.registry import LockUnavailable, RegistryError, promote_version
+    from tasks.registry import LockUnavailable, RegistryError, canonical_version, promote_version
 
+    try:  # before any store is opened: " 3", "03" and "+3" are v3; "v3" or "3.0" are refused
+        version = canonical_version(args.version)
+    except RegistryError as exc:
+        raise CLIError(str(exc), 2) from None
     settings, client = _registry(args)
     name = settings.registered_model
     try:
         outcome = promote_version(
-            client, name, str(args.version), None, check_expected=False, force=args.force, by="cli"
+            client, name, version, None, check_expected=False, force=args.force, by="cli"
         )
     except LockUnavailable as exc:
         raise CLIError(str(exc), 1) from None

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     hook = sub.add_parser(
         "webhook",
-        help="receive signed feedback batches (POST /feedback)",
+        help="receive feedback batches signed with Standard Webhooks (POST /feedback)",
         parents=[config_options()],
     )
     hook.add_argument("--host", help="interface (default: webhook.host)")
@@ -69,12 +69,19 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_webhook(args: argparse.Namespace) -> int:
     # The edge: the secret and the Prefect API address are read from the environment here only.
+    from deployments.signature import SecretInvalid, check_secret
+
     secret = os.environ.get("TUNEGATE_WEBHOOK_SECRET", "")
     if not secret:
         raise CLIError(
-            "TUNEGATE_WEBHOOK_SECRET is not set: export a shared secret before starting the webhook",
+            "TUNEGATE_WEBHOOK_SECRET is not set: export a Standard Webhooks secret (whsec_...) "
+            "before starting the webhook",
             2,
         )
+    try:
+        check_secret(secret)
+    except SecretInvalid as exc:
+        raise CLIError(str(exc), 2) from None
     extra = []
     if args.host:
         extra.append(f"webhook.host={args.host}")
