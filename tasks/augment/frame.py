@@ -97,7 +97,7 @@ def augment_frame(
     for label, n_new in sorted(targets.items()):
         positions = [i for i, lbl in enumerate(frame["label"]) if str(lbl) == label]
         order: list[int] = []
-        while len(order) < n_new:
+        while positions and len(order) < n_new:
             batch = positions[:]
             rng.shuffle(batch)
             order += batch
