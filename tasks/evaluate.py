@@ -49,6 +49,9 @@ from tasks.models import (
     load_trained,
     model_device,
 )
+from tasks.progress import Progress
+
+STEP_ROWS = 256  # rows per prediction call between progress lines (a few seconds at most)
 
 
 class DecodingSettings(BaseModel):
@@ -150,14 +153,30 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
     )
 
 
+def in_steps(fn: Callable[[list[str]], list], texts: list[str], stage: str) -> list:
+    """`fn(texts)` called on `STEP_ROWS` texts at a time, so a long prediction loop says how
+    far it got (a stuck model is visible in the UI); the outputs in input order."""
+    progress = Progress(stage, total=len(texts))
+    out: list = []
+    for start in range(0, len(texts), STEP_ROWS):
+        chunk = texts[start : start + STEP_ROWS]
+        out.extend(fn(chunk))
+        progress.advance(len(chunk))
+    progress.done()
+    return out
+
+
 def measure_latency(predict_one: Callable[[str], object], texts: list[str]) -> dict[str, float]:
     """p50 / p95 seconds for single-example requests (after one warm-up call)."""
     predict_one(texts[0])
     timings = []
+    progress = Progress("evaluate-latency", total=len(texts))
     for text in texts:
         started = time.perf_counter()
         predict_one(text)
         timings.append(time.perf_counter() - started)
+        progress.advance()
+    progress.done()
     timings.sort()
     p95_index = min(len(timings) - 1, int(round(0.95 * (len(timings) - 1))))
     return {"latency_p50_s": statistics.median(timings), "latency_p95_s": timings[p95_index]}
@@ -169,7 +188,11 @@ def evaluate_candidate(
     test = pd.read_parquet(test_path)
     classifier = TextClassifier(model_dir, device)
     labels = classifier.labels
-    preds = classifier.predict(test["text"].tolist(), settings.batch_size)
+    preds = in_steps(
+        lambda texts: classifier.predict(texts, settings.batch_size),
+        test["text"].tolist(),
+        "evaluate",
+    )
     result = classification_metrics(test["label"].tolist(), preds, labels)
     sample = test["text"].tolist()[: settings.latency_samples]
     result.metrics.update(measure_latency(lambda t: classifier.predict([t]), sample))
@@ -187,6 +210,7 @@ def _embed(tokenizer, model, texts: list[str], batch_size: int = 64) -> np.ndarr
     import torch
 
     out = []
+    progress = Progress("evaluate-embed", total=len(texts))
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
@@ -200,6 +224,8 @@ def _embed(tokenizer, model, texts: list[str], batch_size: int = 64) -> np.ndarr
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+            progress.advance(len(pooled))
+    progress.done()
     return np.concatenate(out)
 
 
@@ -255,7 +281,8 @@ def evaluate_predictions(
     predict: Callable[[list[str]], list[str]], test_path: Path, labels: list[str]
 ) -> EvalResult:
     test = pd.read_parquet(test_path)
-    return classification_metrics(test["label"].tolist(), predict(test["text"].tolist()), labels)
+    predictions = in_steps(predict, test["text"].tolist(), "evaluate")
+    return classification_metrics(test["label"].tolist(), predictions, labels)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -279,9 +306,8 @@ def evaluate_classifier_on(
     missing = {"text", "label"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}; expected text and label")
-    return classification_metrics(
-        frame["label"].astype(str).tolist(), predict(frame["text"].astype(str).tolist()), labels
-    )
+    predictions = in_steps(predict, frame["text"].astype(str).tolist(), "evaluate")
+    return classification_metrics(frame["label"].astype(str).tolist(), predictions, labels)
 
 
 # ---------------------------------------------------------------- generation
@@ -412,7 +438,8 @@ def evaluate_generator(
     if missing:
         raise ValueError(f"{test_path}: missing columns {sorted(missing)}; expected text, target")
     texts = test["text"].astype(str).tolist()
-    result = generation_metrics(generate(texts), test["target"].astype(str).tolist())
+    outputs = in_steps(generate, texts, "evaluate")
+    result = generation_metrics(outputs, test["target"].astype(str).tolist())
     result.metrics.update(
         measure_latency(lambda t: generate([t]), texts[: settings.latency_samples])
     )
