@@ -38,6 +38,7 @@ from sklearn.metrics import (
 )
 
 from tasks import stage_logger
+from tasks.metrics import name_key
 from tasks.models import (
     ModelCard,
     ModelSettings,
@@ -264,9 +265,13 @@ def cached_baseline(
     seed: int,
     device: str = "auto",
 ) -> tuple[EvalResult, bool]:
-    """The baseline for (base model, dataset version, shots), computed once. (result, was_cached)."""
-    key = f"{Path(base_model).name}-{dataset_version}-{settings.baseline_shots}-{seed}"
-    path = cache_dir / f"baseline-v2-{key}.json"
+    """The baseline for (base model, dataset version, shots), computed once. (result, was_cached).
+
+    The file name carries the base model's escaped folder name (readable) and a hash of the
+    whole name: `org-a/bert` and `org-b/bert` share a folder name, not a baseline."""
+    model = f"{name_key(Path(base_model).name)}-{_digest(base_model)}"
+    key = f"{model}-{name_key(dataset_version)}-{settings.baseline_shots}-{seed}"
+    path = cache_dir / f"baseline-v3-{key}.json"
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
     result = few_shot_baseline(
@@ -275,6 +280,12 @@ def cached_baseline(
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(result.model_dump_json())
     return result, False
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 def evaluate_predictions(
@@ -462,8 +473,8 @@ def cached_generation_baseline(
 
     recipe = model_settings.model_dump_json() + str(settings.latency_samples)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
-    name = Path(model_settings.base_model).name
-    path = Path(cache_dir) / f"baseline-gen-{name}-{dataset_version}-{digest}.json"
+    name = name_key(Path(model_settings.base_model).name)
+    path = Path(cache_dir) / f"baseline-gen-{name}-{name_key(dataset_version)}-{digest}.json"
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
     result = evaluate_generator(TextGenerator.untuned(model_settings).generate, test_path, settings)
