@@ -36,7 +36,7 @@ MLFLOW_NAME = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 def test_retrain_with_hostile_labels_escapes_and_maps_every_name(
     prefect_backend, tiny_model_dir, tmp_path
 ):
-    rows = [r for r in generate(n=330, seed=11, defect_rate=0) if r["narrative"]][:280]
+    rows = [r for r in generate(n=170, seed=11, defect_rate=0) if r["narrative"]][:140]
     data_path = tmp_path / "hostile.jsonl"
     with data_path.open("w", encoding="utf-8") as fh:
         for i, row in enumerate(rows):
