@@ -7,6 +7,7 @@ validated once, before any work starts. Every problem is reported on one line th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from tasks.evaluate import EvaluateSettings
 from tasks.feedback import FeedbackSettings, WebhookSettings
 from tasks.gate import GateSettings
 from tasks.load import SUPPORTED_SUFFIXES, DataSettings
+from tasks.metrics import name_key
 from tasks.models import ModelSettings
 from tasks.monitor import MonitorSettings
 from tasks.pii import PIISettings
@@ -97,7 +99,11 @@ class RetrainConfig(BaseModel):
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
+            # a dict keyed by user strings (labels in gate.class_min_f1, columns in
+            # validate.regexes) is one JSON param: its keys are no safe part of a param name
+            if isinstance(value, dict) and any(k != name_key(k) for k in value):
+                out[prefix] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+            elif isinstance(value, dict):
                 for k, v in value.items():
                     walk(f"{prefix}.{k}" if prefix else k, v)
             else:

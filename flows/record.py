@@ -26,8 +26,9 @@ from tasks.augment import AugmentResult
 from tasks.evaluate import EvalResult
 from tasks.feedback import FeedbackMerge
 from tasks.gate import GateDecision, GateSettings, Interval
+from tasks.metrics import name_keys, per_class_metrics
 from tasks.pii import ScrubResult
-from tasks.report import cell, gate_targets, save_json, table_keys
+from tasks.report import cell, gate_targets, md, save_json, table_keys
 from tasks.split import SplitResult
 from tasks.train import TrainResult, plot_history
 from tasks.validate import ValidationReport
@@ -140,12 +141,15 @@ def record_data(tracker: Tracker, data: DataStage, run_dir: Path) -> None:
     )
     metrics: dict[str, float] = {}
     table = []
+    columns = name_keys(c for s in data.scrubbed.values() for c in s.audit["by_column"])
+    if any(key != column for column, key in columns.items()):
+        tracker.log_dict({k: c for c, k in columns.items()}, "data/pii_columns.json")
     for name, scrubbed in data.scrubbed.items():
         audit = scrubbed.audit
         tracker.log_dict(audit, f"data/pii_audit_{name}.json")
         for column, counts in audit["by_column"].items():
             for entity, n in counts.items():
-                metrics[f"pii/{name}/{column}/{entity}"] = n
+                metrics[f"pii/{name}/{columns[column]}/{entity}"] = n
                 table.append({"file": name, "column": column, "entity": entity, "count": n})
         metrics[f"pii/{name}/rows_dropped"] = audit["rows_dropped"]
         metrics[f"pii/{name}/residual_hits"] = sum(audit["residual_hits"].values())
@@ -171,10 +175,12 @@ def record_split(tracker: Tracker, splits: SplitResult, source: Path) -> None:
     _log_dataset(tracker, splits.train_path, splits.dataset_version, source)
     for path in (splits.train_path, splits.val_path, splits.test_path):
         tracker.log_artifact(path, "data/splits")
+    keys = name_keys(label for counts in splits.class_counts.values() for label in counts)
+    record_label_keys(tracker, keys)
     tracker.log_metrics(
         {f"near_duplicates_{k}": v for k, v in splits.near_duplicates.items()}
         | {
-            f"class_count/{part}/{label}": n
+            f"class_count/{part}/{keys[label]}": n
             for part, counts in splits.class_counts.items()
             for label, n in counts.items()
         }
@@ -187,6 +193,14 @@ def record_split(tracker: Tracker, splits: SplitResult, source: Path) -> None:
         },
         "data/leakage_report.json",
     )
+
+
+def record_label_keys(tracker: Tracker, keys: dict[str, str]) -> None:
+    """`data/labels.json`: the key each label has in metric names (`class_count/train/<key>`,
+    `test/candidate/f1/<key>`) -> the label. A label that is not a safe name (`card_lost?`,
+    `Refund`) is escaped and hashed there (`tasks.metrics.name_key`); this file maps it back."""
+    if keys:
+        tracker.log_dict({key: label for label, key in keys.items()}, "data/labels.json")
 
 
 def _log_dataset(tracker: Tracker, train_path: Path, version: str, source: Path) -> None:
@@ -265,11 +279,14 @@ def record_training(tracker: Tracker, trained: TrainResult, run_dir: Path) -> No
 
 def record_evaluation(tracker: Tracker, evaluation: Evaluation, run_dir: Path) -> None:
     """Test metrics per system, adversarial-file metrics, bootstrap intervals, predictions."""
+    labels = evaluation.candidate.labels  # per-class entries go by label key (data/labels.json)
     for name, result in evaluation.systems():
         if result is not None:
-            tracker.log_metrics({f"test/{name}/{k}": v for k, v in result.metrics.items()})
+            metrics = per_class_metrics(result.metrics, labels)
+            tracker.log_metrics({f"test/{name}/{k}": v for k, v in metrics.items()})
     for name, result in evaluation.adversarial.items():
-        tracker.log_metrics({f"adversarial/{name}/{k}": v for k, v in result.metrics.items()})
+        metrics = per_class_metrics(result.metrics, labels)
+        tracker.log_metrics({f"adversarial/{name}/{k}": v for k, v in metrics.items()})
     for name, interval in evaluation.intervals.items():
         tracker.log_metrics(
             {
@@ -349,7 +366,7 @@ def record_summary(
     for key in keys:
         row = cells[key]
         rows.append(
-            f"| {key} | {row['candidate']} | {row['baseline']} | {row['champion']} "
+            f"| {md(key)} | {row['candidate']} | {row['baseline']} | {row['champion']} "
             f"| {targets.get(key, '')} |"
         )
     model = summary.model
@@ -358,7 +375,7 @@ def record_summary(
         f"# {verdict}: {model['name']} v{model['version']}\n\n{model['note']}\n\n"
         + "\n".join(rows)
         + "\n\n## Gate\n\n"
-        + "\n".join(f"- {r}" for r in decision.reasons)
+        + "\n".join(f"- {md(r)}" for r in decision.reasons)
         + f"\n\nMLflow run `{summary.mlflow_run_id}`, dataset `{summary.dataset_version}`, "
         f"report `{report_path}`.\n\nRows: " + json.dumps(summary.rows),
         key="gate-decision",

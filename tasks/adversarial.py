@@ -37,6 +37,7 @@ from tasks.augment import (
     word_edit,
 )
 from tasks.models import ModelSettings, TextClassifier, load_untuned
+from tasks.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def greedy_attack(
     pred_before, pred_after, correct_before, flipped.
     """
     rng = random.Random(settings.seed)
+    progress_lines = Progress("adversarial")  # candidates scored, over all steps
     perturber = Perturber(settings, synonyms)
     index = {label: i for i, label in enumerate(predictor.labels)}
     y = np.array([index[label] for label in labels])
@@ -203,7 +205,7 @@ def greedy_attack(
                     batch_ops.append(op)
         if not batch_texts:
             break
-        scores = predictor.predict_proba(batch_texts)
+        scores = _scored(predictor, batch_texts, progress_lines)
         best: dict[int, int] = {}
         for k, i in enumerate(owners):
             if i not in best or scores[k, y[i]] < scores[best[i], y[i]]:
@@ -220,6 +222,7 @@ def greedy_attack(
         active = still
         if progress is not None:
             progress(step + 1, len(active))
+    progress_lines.done()
     return pd.DataFrame(
         {
             "text": current,
@@ -234,6 +237,15 @@ def greedy_attack(
             "flipped": (pred_before == y) & (pred_now != y),
         }
     )
+
+
+def _scored(predictor: Predictor, texts: list[str], progress: Progress) -> np.ndarray:
+    """Probabilities of a step's candidates, scored 256 at a time so a long step reports."""
+    out = []
+    for start in range(0, len(texts), 256):
+        out.append(predictor.predict_proba(texts[start : start + 256]))
+        progress.advance(len(out[-1]))
+    return np.concatenate(out)
 
 
 def _sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:

@@ -38,6 +38,7 @@ from sklearn.metrics import (
 )
 
 from tasks import stage_logger
+from tasks.metrics import name_key
 from tasks.models import (
     ModelCard,
     ModelSettings,
@@ -49,6 +50,9 @@ from tasks.models import (
     load_trained,
     model_device,
 )
+from tasks.progress import Progress
+
+STEP_ROWS = 256  # rows per prediction call between progress lines (a few seconds at most)
 
 
 class DecodingSettings(BaseModel):
@@ -150,14 +154,30 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
     )
 
 
+def in_steps(fn: Callable[[list[str]], list], texts: list[str], stage: str) -> list:
+    """`fn(texts)` called on `STEP_ROWS` texts at a time, so a long prediction loop says how
+    far it got (a stuck model is visible in the UI); the outputs in input order."""
+    progress = Progress(stage, total=len(texts))
+    out: list = []
+    for start in range(0, len(texts), STEP_ROWS):
+        chunk = texts[start : start + STEP_ROWS]
+        out.extend(fn(chunk))
+        progress.advance(len(chunk))
+    progress.done()
+    return out
+
+
 def measure_latency(predict_one: Callable[[str], object], texts: list[str]) -> dict[str, float]:
     """p50 / p95 seconds for single-example requests (after one warm-up call)."""
     predict_one(texts[0])
     timings = []
+    progress = Progress("evaluate-latency", total=len(texts))
     for text in texts:
         started = time.perf_counter()
         predict_one(text)
         timings.append(time.perf_counter() - started)
+        progress.advance()
+    progress.done()
     timings.sort()
     p95_index = min(len(timings) - 1, int(round(0.95 * (len(timings) - 1))))
     return {"latency_p50_s": statistics.median(timings), "latency_p95_s": timings[p95_index]}
@@ -169,7 +189,11 @@ def evaluate_candidate(
     test = pd.read_parquet(test_path)
     classifier = TextClassifier(model_dir, device)
     labels = classifier.labels
-    preds = classifier.predict(test["text"].tolist(), settings.batch_size)
+    preds = in_steps(
+        lambda texts: classifier.predict(texts, settings.batch_size),
+        test["text"].tolist(),
+        "evaluate",
+    )
     result = classification_metrics(test["label"].tolist(), preds, labels)
     sample = test["text"].tolist()[: settings.latency_samples]
     result.metrics.update(measure_latency(lambda t: classifier.predict([t]), sample))
@@ -187,6 +211,7 @@ def _embed(tokenizer, model, texts: list[str], batch_size: int = 64) -> np.ndarr
     import torch
 
     out = []
+    progress = Progress("evaluate-embed", total=len(texts))
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
@@ -200,6 +225,8 @@ def _embed(tokenizer, model, texts: list[str], batch_size: int = 64) -> np.ndarr
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+            progress.advance(len(pooled))
+    progress.done()
     return np.concatenate(out)
 
 
@@ -238,9 +265,13 @@ def cached_baseline(
     seed: int,
     device: str = "auto",
 ) -> tuple[EvalResult, bool]:
-    """The baseline for (base model, dataset version, shots), computed once. (result, was_cached)."""
-    key = f"{Path(base_model).name}-{dataset_version}-{settings.baseline_shots}-{seed}"
-    path = cache_dir / f"baseline-v2-{key}.json"
+    """The baseline for (base model, dataset version, shots), computed once. (result, was_cached).
+
+    The file name carries the base model's escaped folder name (readable) and a hash of the
+    whole name: `org-a/bert` and `org-b/bert` share a folder name, not a baseline."""
+    model = f"{name_key(Path(base_model).name)}-{_digest(base_model)}"
+    key = f"{model}-{name_key(dataset_version)}-{settings.baseline_shots}-{seed}"
+    path = cache_dir / f"baseline-v3-{key}.json"
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
     result = few_shot_baseline(
@@ -251,11 +282,18 @@ def cached_baseline(
     return result, False
 
 
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+
+
 def evaluate_predictions(
     predict: Callable[[list[str]], list[str]], test_path: Path, labels: list[str]
 ) -> EvalResult:
     test = pd.read_parquet(test_path)
-    return classification_metrics(test["label"].tolist(), predict(test["text"].tolist()), labels)
+    predictions = in_steps(predict, test["text"].tolist(), "evaluate")
+    return classification_metrics(test["label"].tolist(), predictions, labels)
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -279,9 +317,8 @@ def evaluate_classifier_on(
     missing = {"text", "label"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}; expected text and label")
-    return classification_metrics(
-        frame["label"].astype(str).tolist(), predict(frame["text"].astype(str).tolist()), labels
-    )
+    predictions = in_steps(predict, frame["text"].astype(str).tolist(), "evaluate")
+    return classification_metrics(frame["label"].astype(str).tolist(), predictions, labels)
 
 
 # ---------------------------------------------------------------- generation
@@ -412,7 +449,8 @@ def evaluate_generator(
     if missing:
         raise ValueError(f"{test_path}: missing columns {sorted(missing)}; expected text, target")
     texts = test["text"].astype(str).tolist()
-    result = generation_metrics(generate(texts), test["target"].astype(str).tolist())
+    outputs = in_steps(generate, texts, "evaluate")
+    result = generation_metrics(outputs, test["target"].astype(str).tolist())
     result.metrics.update(
         measure_latency(lambda t: generate([t]), texts[: settings.latency_samples])
     )
@@ -435,8 +473,8 @@ def cached_generation_baseline(
 
     recipe = model_settings.model_dump_json() + str(settings.latency_samples)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
-    name = Path(model_settings.base_model).name
-    path = Path(cache_dir) / f"baseline-gen-{name}-{dataset_version}-{digest}.json"
+    name = name_key(Path(model_settings.base_model).name)
+    path = Path(cache_dir) / f"baseline-gen-{name}-{name_key(dataset_version)}-{digest}.json"
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
     result = evaluate_generator(TextGenerator.untuned(model_settings).generate, test_path, settings)

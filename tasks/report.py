@@ -15,6 +15,19 @@ from tasks.evaluate import EvalResult
 from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
 
 
+def md(text: object) -> str:
+    """A user string (a label, a metric name holding one) as one markdown table cell or list
+    item: a `|` or a line break in a label would otherwise end the cell or the row."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").splitlines())
+
+
+def plot_text(text: str, limit: int = 40) -> str:
+    """A label as matplotlib draws it literally: `$` pairs would start math mode (and a bad
+    formula raises), long labels are cut with an ellipsis."""
+    short = text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return short.replace("$", r"\$")
+
+
 def table_keys(result: EvalResult) -> list[str]:
     """Rows of a metrics table: every metric but per-class entries (the headline metrics per
     task, which the gate and registry use, are `tasks.metrics.HEADLINES`)."""
@@ -79,12 +92,12 @@ def write_report(
     rows = ["| metric | candidate | baseline | champion | target |", "|---|---|---|---|---|"]
     for key in table_keys(candidate):
         cells = [cell(r, key) for r in (candidate, baseline, champion)]
-        rows.append(f"| {key} | " + " | ".join(cells) + f" | {targets.get(key, '')} |")
+        rows.append(f"| {md(key)} | " + " | ".join(cells) + f" | {targets.get(key, '')} |")
     if candidate.per_class:
         rows += ["", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
         for label, m in candidate.per_class.items():
             rows.append(
-                f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
+                f"| {md(label)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} "
                 f"| {int(m['support'])} |"
             )
     if intervals:
@@ -110,7 +123,7 @@ def write_report(
             )
     if decision is not None:
         verdict = "PASSED" if decision.passed else "FAILED"
-        rows += ["", f"## Gate: {verdict}", ""] + [f"- {r}" for r in decision.reasons]
+        rows += ["", f"## Gate: {verdict}", ""] + [f"- {md(r)}" for r in decision.reasons]
     if plots:
         rows += [""] + [f"![{Path(p).stem}](../plots/{Path(p).name})" for p in plots]
     out_path.write_text("# Evaluation on the test split\n\n" + "\n".join(rows) + "\n")
@@ -151,8 +164,9 @@ def plot_confusion(result: EvalResult, out_path: Path, title: str) -> Path:
     matrix = np.array(result.confusion)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(result.labels)), result.labels, rotation=30, ha="right")
-    ax.set_yticks(range(len(result.labels)), result.labels)
+    shown = [plot_text(label) for label in result.labels]
+    ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right")
+    ax.set_yticks(range(len(shown)), shown)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             colour = "white" if matrix[i, j] > matrix.max() / 2 else "black"

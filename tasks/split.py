@@ -24,6 +24,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import train_test_split
 
+from tasks.progress import Progress
 from tasks.validate import normalise_text
 
 
@@ -182,7 +183,9 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, seed: int = 1) -> n
     a = rng.integers(1, _PRIME, size=num_perm, dtype=np.uint64)
     b = rng.integers(0, _PRIME, size=num_perm, dtype=np.uint64)
     out = np.empty((len(texts), num_perm), dtype=np.uint64)
+    progress = Progress("split", total=len(texts))
     for i, text in enumerate(texts):
+        progress.advance()
         words = normalise_text(text).split()
         grams = {" ".join(words[j : j + 3]) for j in range(max(1, len(words) - 2))}
         hashed = np.array(
@@ -194,6 +197,7 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, seed: int = 1) -> n
         )
         # (a*x + b) mod p on uint64 wraps; good enough as a family of hash permutations
         out[i] = ((hashed[:, None] * a[None, :] + b[None, :]) % _PRIME).min(axis=0)
+    progress.done()
     return out
 
 

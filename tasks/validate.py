@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks import stage_logger
 from tasks.load import DataSettings, LoadedData, read_records
+from tasks.progress import Progress
 
 
 class ExpectationSpec(BaseModel):
@@ -419,10 +420,12 @@ def validate_records(
         raise ValidationFailed("no readable records in the data file")
     check_columns(frame, data)
     labels = resolve_labels(frame, data, settings)
+    progress = Progress("validate", total=len(frame))
     work, regex_columns = _validation_frame(frame, data, settings)
     results, docs = run_expectations(
         work, lambda: _build_suite(data, settings, labels, regex_columns), docs_dir
     )
+    progress.advance(len(frame))
     outcomes: list[ExpectationOutcome] = []
     problems: list[str] = []
     # Uniqueness last: of a group of duplicates, the first row that passed every other check is
@@ -473,6 +476,7 @@ def validate_records(
         settings,
     )
     report.seconds = time.perf_counter() - started
+    progress.done()
     return report
 
 

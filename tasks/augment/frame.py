@@ -14,6 +14,7 @@ from tasks.augment.paraphrase import Paraphraser
 from tasks.augment.settings import AugmentResult, AugmentSettings
 from tasks.augment.strategies import char_noise, entity_swap, split_token, word_edit
 from tasks.augment.synonyms import embedding_synonyms, synonym_swap
+from tasks.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def augment_frame(
     for label, n_new in sorted(targets.items()):
         positions = [i for i, lbl in enumerate(frame["label"]) if str(lbl) == label]
         order: list[int] = []
-        while len(order) < n_new:
+        while positions and len(order) < n_new:
             batch = positions[:]
             rng.shuffle(batch)
             order += batch
@@ -122,7 +123,9 @@ def augment_frame(
 
     rows = []
     seen = set(frame["text"])
+    progress = Progress("augment", total=len(plans))
     for i, strategy in plans:
+        progress.advance()
         row = frame.iloc[i]
         text = apply(strategy, row["text"], i)
         if text == row["text"] or text in seen:
@@ -139,6 +142,7 @@ def augment_frame(
             continue
         seen.add(text)
         rows.append({**row.to_dict(), "text": text, "source": strategy, "source_row": int(i)})
+    progress.done()
     added = pd.DataFrame(rows)
     if len(added) and held_out:
         dup = near_duplicate_mask(

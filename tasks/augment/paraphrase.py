@@ -5,6 +5,7 @@ from __future__ import annotations
 from tasks.augment.settings import AugmentError, ParaphraseSettings
 from tasks.augment.strategies import PLACEHOLDER
 from tasks.models import place, resolve_base_model, resolve_device
+from tasks.progress import Progress
 
 
 class Paraphraser:
@@ -42,6 +43,7 @@ class Paraphraser:
     def __call__(self, texts: list[str]) -> list[str | None]:
         out: list[str | None] = []
         s = self.settings
+        progress = Progress("augment-paraphrase", total=len(texts))
         for start in range(0, len(texts), s.batch_size):
             batch = texts[start : start + s.batch_size]
             prompts = [s.prompt.format(text=t) for t in batch]
@@ -62,6 +64,8 @@ class Paraphraser:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
                 text = text.split("\n")[0].strip()
                 out.append(text if _acceptable_paraphrase(source, text) else None)
+            progress.advance(len(batch))
+        progress.done()
         return out
 
 

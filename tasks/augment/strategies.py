@@ -13,6 +13,7 @@ import re
 from tasks.augment.settings import CharNoiseSettings, EntitySwapSettings, WordEditSettings
 
 PLACEHOLDER = re.compile(r"<([A-Z]+(?:_[A-Z]+)*)_(\d+)>")
+MAX_DRAWS = 8  # random redraws of a money amount before it moves by one step
 MONEY = re.compile(r"(?<![\w.])([$€£])(\d{1,3}(?:,\d{3})+|\d+)(?:\.\d{2})?(?![\d,]*\d)")
 ISO_DATE = re.compile(r"\b(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\b")
 SLASH_DATE = re.compile(r"\b(0?[1-9]|[12]\d|3[01])/(0?[1-9]|1[0-2])/((?:19|20)\d{2})\b")
@@ -199,9 +200,14 @@ def entity_swap(text: str, rng: random.Random, settings: EntitySwapSettings) -> 
     def money(match: re.Match) -> str:
         value = int(match.group(2).replace(",", ""))
         step = 100 if value >= 1000 else 10 if value >= 100 else 1
-        new = value
-        while new == value:
+        # a few draws, then the next step up: a small amount ("£1") may have no other value
+        # within the spread, and redrawing until it differs would never end
+        for _ in range(MAX_DRAWS):
             new = max(step, round(value * rng.uniform(1 - spread, 1 + spread) / step) * step)
+            if new != value:
+                break
+        else:
+            new = value + step
         return f"{match.group(1)}{new:,}"
 
     def iso(_: re.Match) -> str:

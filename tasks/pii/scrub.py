@@ -24,6 +24,7 @@ from tasks.load import DataSettings, LoadedData, detect_format, read_records, wr
 from tasks.pii.audit import PIIAudit
 from tasks.pii.engine import get_scrubber
 from tasks.pii.settings import PLACEHOLDER_NAMES, Operator, PIISettings
+from tasks.progress import Progress
 from tasks.validate import ValidationReport
 
 PLACEHOLDER_RE = re.compile(r"<[A-Z]+_[0-9a-f]+>")
@@ -118,6 +119,18 @@ def scrub_many(texts: list[str | None], settings: PIISettings) -> list[ScrubbedT
     return out
 
 
+def _scrub_in_steps(
+    texts: list[str | None], settings: PIISettings, progress: Progress
+) -> list[ScrubbedText | None]:
+    """`scrub_many` on 2,000 values at a time (the size that still uses the worker processes),
+    so a long scrub reports progress."""
+    out: list[ScrubbedText | None] = []
+    for start in range(0, len(texts), 2000):
+        out.extend(scrub_many(texts[start : start + 2000], settings))
+        progress.advance(len(texts[start : start + 2000]))
+    return out
+
+
 @dataclass
 class ScrubbedRecord:
     """One record's scrubbed values by column; `None` where a value was not scrubbed."""
@@ -169,10 +182,12 @@ def scrub_records(
     while `pii.enabled` is off. `count_records=False` adds entity counts only (quarantined
     rows, already counted by validation), under the column names prefixed with `audit_prefix`.
     """
+    progress = Progress("scrub", total=rows * len(columns) if settings.enabled else 0)
     results = {
-        c: scrub_many(values, settings) if settings.enabled else [None] * rows
+        c: _scrub_in_steps(values, settings, progress) if settings.enabled else [None] * rows
         for c, values in columns.items()
     }
+    progress.done()
     records = []
     for i in range(rows):
         record = ScrubbedRecord({c: results[c][i] for c in columns})

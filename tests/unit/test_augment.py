@@ -95,6 +95,35 @@ def test_entity_swap_moves_amounts_and_dates_and_fakes_placeholders_consistently
     assert entity_swap("90 days past due.", rng, EntitySwapSettings()) == "90 days past due."
 
 
+def _within(seconds: float, fn, *args):  # noqa: ANN001, ANN202
+    """fn(*args) in a daemon thread: a hang fails the test instead of stalling the suite."""
+    import threading
+
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(fn(*args)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{fn.__name__} did not return within {seconds} s"
+    return out[0]
+
+
+@pytest.mark.parametrize("text", ["charged £1 twice", "fee of $1.00", "£0 balance", "€1, €2"])
+def test_entity_swap_of_a_one_unit_amount_ends_and_moves_it(text):
+    """An amount with no other value within the spread once redrew forever (the retrain hung)."""
+    for seed in range(5):
+        out = _within(5, entity_swap, text, random.Random(seed), EntitySwapSettings())
+        assert out != text
+
+
+def test_augmenting_rows_of_one_pound_amounts_ends(tmp_path):
+    frame = pd.DataFrame(
+        {"text": [f"i was charged £1 on day {i}" for i in range(6)], "label": ["fee"] * 6}
+    )
+    settings = AugmentSettings(ratio=1.0, strategies=["entity_swap"])
+    out, _ = _within(20, augment_frame, frame, settings)
+    assert (out["source"] == "entity_swap").sum() == 6
+
+
 def test_synonyms_come_from_the_model_embeddings_and_skip_protected_words(tiny_model_dir):
     settings = SynonymSettings(min_similarity=-1.0, top_k=2, protected_words=["credit"])
     words = {"credit", "history", "heavy", "debt", "income", "not", "the"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.utils.validation import _validate_metric_name, _validate_tag_name
 
 import flows.record as record
 from flows.record import DataStage, Evaluation, RetrainSummary
@@ -48,9 +49,13 @@ class FakeTracker:
         self.dicts: dict[str, dict] = {}
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        for name in metrics:  # what MLflow refuses, this tracker refuses too
+            _validate_metric_name(name)
         self.metrics.update({k: float(v) for k, v in metrics.items()})
 
     def set_tags(self, tags: dict[str, object]) -> None:
+        for name in tags:
+            _validate_tag_name(name)
         self.tags.update({k: str(v) for k, v in tags.items()})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
@@ -359,3 +364,45 @@ def test_record_summary_writes_json_and_prefect_artifacts(tmp_path, prefect_arti
     }
     assert rows["f1/a"]["target"] == ">= 0.0000"
     assert RAW not in json.dumps(prefect_artifacts, default=str)
+
+
+HOSTILE = ["reverted_card_payment?", "Refund", "refund", "a/b #1 %50", "café 日本", "long " * 60]
+
+
+def test_hostile_labels_become_escaped_metric_names_with_the_mapping_recorded(tmp_path):
+    """A label ending in `?` once crashed the run at `class_count/train/<label>`."""
+    tracker = FakeTracker()
+    splits = _split(tmp_path)
+    splits.class_counts = {"train": {label: i + 1 for i, label in enumerate(HOSTILE)}}
+    record.record_split(tracker, splits, Path("data/intents.jsonl"))
+    mapping = tracker.dicts["data/labels.json"]
+    assert sorted(mapping.values()) == sorted(HOSTILE)
+    assert len({key.lower() for key in mapping}) == len(HOSTILE)  # Refund and refund apart
+    assert {tracker.metrics[f"class_count/train/{key}"] for key in mapping} == set(
+        range(1, len(HOSTILE) + 1)
+    )
+    assert mapping["refund"] == "refund"  # an already safe label keeps its name
+
+    evaluation = _evaluation()
+    evaluation.candidate.labels = HOSTILE
+    evaluation.candidate.metrics |= {f"f1/{label}": 0.5 for label in HOSTILE}
+    evaluation.adversarial = {"candidate": evaluation.candidate}
+    record.record_evaluation(tracker, evaluation, tmp_path)
+    for key in mapping:
+        assert tracker.metrics[f"test/candidate/f1/{key}"] == 0.5
+        assert tracker.metrics[f"adversarial/candidate/f1/{key}"] == 0.5
+
+
+def test_a_hostile_column_name_is_escaped_in_pii_metrics(tmp_path, prefect_artifacts):
+    tracker = FakeTracker()
+    scrubbed = _scrubbed(tmp_path, "data")
+    scrubbed.audit["by_column"] = {"Notes (free text)?": {"EMAIL": 2}}
+    report = ValidationReport(
+        rows_in=10, accepted_lines=[1], quarantined={}, labels=["a"], expectations=[]
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record.record_data(tracker, DataStage(report, {"data": scrubbed}), run_dir)
+    (column,) = tracker.dicts["data/pii_columns.json"]
+    assert tracker.dicts["data/pii_columns.json"][column] == "Notes (free text)?"
+    assert tracker.metrics[f"pii/data/{column}/EMAIL"] == 2
