@@ -26,9 +26,9 @@ from transformers import (
 
 from tasks.models import generate_from_ids
 from tasks.train.data import TrainData, build_datasets
+from tasks.train.guard import check_resumable
 from tasks.train.history import HISTORY_STREAM, last_complete_checkpoint, overfitting_message
 from tasks.train.metrics import macro_f1, mean_rouge
-from tasks.train.guard import check_resumable
 from tasks.train.model import (
     check_runtime,
     load_model,

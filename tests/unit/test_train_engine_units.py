@@ -319,9 +319,7 @@ def test_packing_gives_the_loss_and_updates_of_padding_without_pad_tokens(tiny_l
         flat = packed(batch)
         assert flat["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in batch))
         losses = []
-        for model, optimizer, collate in zip(
-            models, optimizers, (padded, packed), strict=True
-        ):
+        for model, optimizer, collate in zip(models, optimizers, (padded, packed), strict=True):
             loss = model(**collate(batch)).loss
             loss.backward()
             optimizer.step()
