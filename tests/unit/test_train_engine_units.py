@@ -271,6 +271,7 @@ def test_remote_training_hands_back_the_whole_result(tmp_path):
         overfitting_warning="possible overfitting: ...",
         peak_rss_mb=512.0,
         num_processes=2,
+        runtime={"device": "NVIDIA H200", "precision": "bf16", "packing": "true"},
     )
     assert set(trained.model_fields_set) == set(TrainResult.model_fields)  # every field set
     remote = remote_result(trained, "s3://bucket/runs/r1/train")
