@@ -161,8 +161,8 @@ def main() -> None:
     )
     steps = 2 * (train_rows // 16)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(f"overhead run: tiny Llama classifier (4 layers, 128 wide), 448 rows, {steps} steps, "
-          "LoRA r=8 q_proj/v_proj, eval each epoch")  # fmt: skip
+    print(f"overhead run: tiny Llama classifier (4 layers, 128 wide), {train_rows} rows, "
+          f"{steps} steps, LoRA r=8 q_proj/v_proj, eval each epoch")  # fmt: skip
 
     walls: dict[str, list[float]] = {"tunegate": [], "bare": []}
     for i in range(args.repeats):
