@@ -273,6 +273,7 @@ def record_training(tracker: Tracker, trained: TrainResult, run_dir: Path) -> No
     curves = plot_history(run_dir / "train" / "history.json", run_dir / "loss_curves.png")
     tracker.log_artifact(curves, "plots")
     tracker.log_dict(trained.model_dump(mode="json"), "train/result.json")
+    tracker.set_tags({f"train.runtime.{k}": v for k, v in trained.runtime.items()})
     if trained.overfitting_warning:
         tracker.set_tags({"tunegate.overfitting_warning": trained.overfitting_warning})
 

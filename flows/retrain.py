@@ -53,6 +53,7 @@ from tasks.intervals import paired_bootstrap
 from tasks.load import DataSettings
 from tasks.locks import retrain_lock_name
 from tasks.metrics import shown_metrics, tagged_metrics
+from tasks.parity import parity_task, with_parity
 from tasks.pii import ScrubResult, scrub_task
 from tasks.registry import (
     Champion,
@@ -145,7 +146,7 @@ def _run_stages(
     )
     record_evaluation(tracker, evaluation, run_dir)
 
-    decision = _gate(config, evaluation)
+    decision = _gate(config, evaluation, trained.model_dir, splits.test_path, run_dir)
     record_gate(tracker, decision, evaluation, champion.version, config.gate)
     report_path, plots = _report(kind, evaluation, decision, run_dir)
     record_report(tracker, report_path, plots)
@@ -318,9 +319,17 @@ def _metrics(result: EvalResult | None) -> dict[str, float] | None:
     return None if result is None else dict(result.metrics)
 
 
-def _gate(config: RetrainConfig, evaluation: Evaluation) -> GateDecision:
-    """A pure decision from the metrics; recorded as tags, a JSON artifact and in the report."""
-    return gate_task(
+def _gate(
+    config: RetrainConfig,
+    evaluation: Evaluation,
+    model_dir: Path,
+    test_path: Path,
+    run_dir: Path,
+) -> GateDecision:
+    """A pure decision from the metrics; recorded as tags, a JSON artifact and in the report.
+    A candidate that passes is then checked for parity: the pyfunc a server would load must
+    answer as the evaluated model did (tasks/parity.py), else the gate fails."""
+    decision = gate_task(
         evaluation.candidate.metrics,
         _metrics(evaluation.baseline),
         _metrics(evaluation.champion),
@@ -328,6 +337,16 @@ def _gate(config: RetrainConfig, evaluation: Evaluation) -> GateDecision:
         config.model.task,
         evaluation.intervals,
     )
+    if not decision.passed:
+        return decision
+    parity = parity_task(
+        model_dir,
+        test_path,
+        evaluation.candidate,
+        config.evaluate.parity_min_agreement,
+        run_dir / "parity",
+    )
+    return with_parity(decision, parity)
 
 
 def _report(

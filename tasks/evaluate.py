@@ -102,6 +102,14 @@ class EvaluateSettings(BaseModel):
         description="Standalone `evaluate_generation` of a text/summary file only; the flow "
         "prompts exactly as training does (model.prompt_template or the chat template).",
     )
+    parity_min_agreement: float = Field(
+        default=0.995,
+        ge=0,
+        le=1,
+        description="Before a candidate that passed its gate is registered, the pyfunc a server "
+        "loads is run on the test split: this share of its answers must agree with the "
+        "evaluated model's (labels equal; generation: ROUGE-L >= 0.9), else the gate fails.",
+    )
     decoding: DecodingSettings = Field(
         default_factory=lambda: DecodingSettings(),
         description="Standalone `evaluate_generation` only; the flow decodes greedily up to "

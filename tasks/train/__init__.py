@@ -20,22 +20,56 @@ The output folder: `model/` (the adapter in peft layout or the full weights, the
 
 from __future__ import annotations
 
-from tasks.train.history import last_complete_checkpoint, overfitting_message, plot_history
-from tasks.train.launch import launch_command, run_training, train_task, write_spec
-from tasks.train.model import check_runtime, load_model, precision_flags
-from tasks.train.settings import (
-    OOM_HINT,
-    LoraSettings,
-    TrainingError,
-    TrainJob,
-    TrainResult,
-    TrainSettings,
-    TruncationReport,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the module that defines it; imported on first access (PEP 562).
+_EXPORTS = {
+    "last_complete_checkpoint": "history",
+    "overfitting_message": "history",
+    "plot_history": "history",
+    "launch_command": "launch",
+    "run_training": "launch",
+    "train_task": "launch",
+    "write_spec": "launch",
+    "check_runtime": "model",
+    "load_model": "model",
+    "precision_flags": "model",
+    "OOM_HINT": "settings",
+    "LoraSettings": "settings",
+    "TrainingError": "settings",
+    "TrainJob": "settings",
+    "TrainResult": "settings",
+    "TrainSettings": "settings",
+    "TruncationReport": "settings",
+}
+
+if TYPE_CHECKING:
+    from tasks.train.history import last_complete_checkpoint, overfitting_message, plot_history
+    from tasks.train.launch import launch_command, run_training, train_task, write_spec
+    from tasks.train.model import check_runtime, load_model, precision_flags
+    from tasks.train.settings import (
+        OOM_HINT,
+        LoraSettings,
+        TrainingError,
+        TrainJob,
+        TrainResult,
+        TrainSettings,
+        TruncationReport,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tasks.train' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"tasks.train.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
-    "OOM_HINT",
     "LoraSettings",
+    "OOM_HINT",
     "TrainJob",
     "TrainResult",
     "TrainSettings",

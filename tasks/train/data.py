@@ -4,6 +4,10 @@ Classification: tokenized text and the label's index in the head. Generation: pr
 with the loss masked on the prompt; an input is cut to make room, an example whose target would be
 cut is dropped and counted (`TruncationReport`), never cut silently. Validation also yields a few
 prompts to generate from, for ROUGE.
+
+Packed generation (`train.packing`): the same examples, concatenated per batch into one row with
+position ids restarting at each example (transformers' `DataCollatorWithFlattening`), so short
+examples stop paying for the longest one; the masking and truncation above are unchanged.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ class TrainData:
     eval_targets: list[str] = field(default_factory=list)
 
 
-def build_datasets(job: TrainJob, tokenizer) -> TrainData:  # noqa: ANN001
+def build_datasets(job: TrainJob, tokenizer, packed: bool = False) -> TrainData:  # noqa: ANN001
     """The task decides the columns, the collator and the metric the best checkpoint is kept by."""
     if job.model.task == "generation":
-        return _generation_data(job, tokenizer)
+        return _generation_data(job, tokenizer, packed)
     return _classification_data(job, tokenizer)
 
 
@@ -52,16 +56,44 @@ def _classification_data(job: TrainJob, tokenizer) -> TrainData:  # noqa: ANN001
     )
 
 
-def _generation_data(job: TrainJob, tokenizer) -> TrainData:  # noqa: ANN001
-    from datasets import Dataset
+def generation_collator(tokenizer, packed: bool):  # noqa: ANN001, ANN201
+    """Padded batches, or one packed row per batch with per-example position ids."""
     from transformers import DataCollatorForSeq2Seq
+
+    if packed:
+        return PackedCollator()
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+
+
+class PackedCollator:
+    """`DataCollatorWithFlattening`, plus `use_cache=False` in every batch.
+
+    transformers separates packed examples only when the forward pass has no cache; a causal LM
+    whose config says `use_cache` builds one even in training, and its examples would then
+    attend to each other without an error. The first label of each example becomes -100, which
+    the prompt mask has already made it.
+    """
+
+    def __init__(self) -> None:
+        from transformers import DataCollatorWithFlattening
+
+        self.flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.flatten(features)
+        batch["use_cache"] = False
+        return batch
+
+
+def _generation_data(job: TrainJob, tokenizer, packed: bool) -> TrainData:  # noqa: ANN001
+    from datasets import Dataset
 
     settings = job.model
     parts = prompt_parts(tokenizer, settings)
     data = TrainData(
         train=None,
         val=None,
-        collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
+        collator=generation_collator(tokenizer, packed),
         metric="rouge_l",
     )
     frames = {

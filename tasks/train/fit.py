@@ -26,9 +26,18 @@ from transformers import (
 
 from tasks.models import generate_from_ids
 from tasks.train.data import TrainData, build_datasets
+from tasks.train.guard import check_resumable
 from tasks.train.history import HISTORY_STREAM, last_complete_checkpoint, overfitting_message
 from tasks.train.metrics import macro_f1, mean_rouge
-from tasks.train.model import check_runtime, load_model, precision_flags, save_model
+from tasks.train.model import (
+    check_runtime,
+    load_model,
+    precision_flags,
+    runtime_choices,
+    save_model,
+    tf32_supported,
+    use_packing,
+)
 from tasks.train.settings import TrainJob, TrainResult
 
 
@@ -37,10 +46,12 @@ def fit(job: TrainJob) -> TrainResult:
     out_dir = Path(job.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_runtime(job.train)
+    resume = last_complete_checkpoint(out_dir / "checkpoints") if job.train.resume else None
+    check_resumable(job, out_dir / "checkpoints", resume)
     set_seed(job.train.seed)
     tokenizer, model = load_model(job.model, job.lora, job.train, job.labels)
-    data = build_datasets(job, tokenizer)
-    resume = last_complete_checkpoint(out_dir / "checkpoints") if job.train.resume else None
+    packed = use_packing(job.train, job.model.task, model)
+    data = build_datasets(job, tokenizer, packed)
     trainer = build_trainer(job, model, tokenizer, data, resume)
     stream = out_dir / HISTORY_STREAM
     if resume is None and stream.exists() and trainer.is_world_process_zero():
@@ -53,6 +64,7 @@ def fit(job: TrainJob) -> TrainResult:
         for entry in trainer.state.log_history
     ]
     result = assemble_result(job, trainer, data, history, int(output.global_step), seconds, resume)
+    result.runtime = runtime_choices(job.train, model, packed)
     if trainer.is_world_process_zero():
         save_model(trainer.model, tokenizer, job)
         (out_dir / "history.json").write_text(json.dumps(history, indent=1))
@@ -178,6 +190,7 @@ def training_arguments(job: TrainJob, metric: str, resume: Path | None) -> Train
         # divides by the global token count; a classification loss is already a per-example
         # mean, and the Trainer would multiply it by the process count.
         average_tokens_across_devices=generation,
+        tf32=True if tf32_supported() else None,
         **precision_flags(settings),
     )
 

@@ -3,7 +3,8 @@
 The training runs in a child process (`python -m tasks.train.worker SPEC.json`, or `torchrun` /
 `accelerate launch` for several processes), so an out-of-memory error or a crash fails the task
 with one clear line and the memory goes back when the child exits. The spec file is the
-`TrainJob`'s JSON.
+`TrainJob`'s JSON. The parent takes the folder's lock before it touches the folder and hands it
+to the worker, which dies with the parent (`tasks.train.guard`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prefect import task
 
 from tasks import stage_logger
 from tasks.models import resolve_base_model
+from tasks.train.guard import LOCK_FD_ENV, PARENT_PID_ENV, FolderLock
 from tasks.train.history import HISTORY_STREAM, last_complete_checkpoint
 from tasks.train.model import check_runtime
 from tasks.train.settings import OOM_HINT, TrainingError, TrainJob, TrainResult, TrainSettings
@@ -136,31 +138,49 @@ def run_training(
     resolve_base_model(job.model.base_model)
     out_dir = Path(job.out_dir).resolve()
     job = job.model_copy(update={"out_dir": out_dir})
-    spec_path = write_spec(job)
-    stream = out_dir / HISTORY_STREAM
-    if not job.train.resume:
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    if not (job.train.resume and last_complete_checkpoint(out_dir / "checkpoints")):
-        stream.unlink(missing_ok=True)
-    log_path = out_dir / "worker.log"
-    command = launch_command(spec_path, job.train)
-    returncode = _run_worker(command, log_path, HistoryForwarder(stream, sink, on_event))
+    lock = FolderLock(out_dir).acquire()  # before anything in the folder changes
+    try:
+        spec_path = write_spec(job)
+        stream = out_dir / HISTORY_STREAM
+        if not job.train.resume:
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        if not (job.train.resume and last_complete_checkpoint(out_dir / "checkpoints")):
+            stream.unlink(missing_ok=True)
+        log_path = out_dir / "worker.log"
+        command = launch_command(spec_path, job.train)
+        forward = HistoryForwarder(stream, sink, on_event)
+        returncode = _run_worker(command, log_path, forward, lock)
+    finally:
+        lock.release()
     if returncode != 0:
         raise TrainingError(_failure_message(out_dir, returncode, log_path))
     return TrainResult.model_validate_json((out_dir / "result.json").read_text())
 
 
-def _run_worker(command: list[str], log_path: Path, forward: Callable[[], None]) -> int:
+def _run_worker(
+    command: list[str], log_path: Path, forward: Callable[[], None], lock: FolderLock
+) -> int:
     """Run the worker in its own session, forwarding as it goes; killed with its children when
-    the parent is interrupted (a cancelled task must not leave training running)."""
+    the parent is interrupted (a cancelled task must not leave training running). The worker
+    inherits the folder lock and watches this process, so it also ends when the parent is
+    killed outright."""
+    assert lock.fd is not None, "the folder lock is held before the worker starts"
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        PARENT_PID_ENV: str(os.getpid()),
+        LOCK_FD_ENV: str(lock.fd),
+    }
     with log_path.open("ab") as worker_log:
         proc = subprocess.Popen(
             command,
             stdout=worker_log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            env=env,
             start_new_session=True,
+            pass_fds=(lock.fd,),
         )
+        lock.record_holder(proc.pid)
         try:
             while proc.poll() is None:
                 time.sleep(0.25)

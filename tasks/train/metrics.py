@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.evaluate import compute_rouge
-
 
 def macro_f1(eval_pred) -> dict[str, float]:  # noqa: ANN001 - transformers' EvalPrediction
     from sklearn.metrics import accuracy_score, f1_score
@@ -24,6 +22,10 @@ def macro_f1(eval_pred) -> dict[str, float]:  # noqa: ANN001 - transformers' Eva
 
 def mean_rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measure of the validation answers."""
+    # Here, not at the top: the evaluate stage imports Prefect, which a classification worker
+    # would otherwise load for nothing (seconds of its start-up).
+    from tasks.evaluate import compute_rouge
+
     scores = compute_rouge(predictions, references)
     n = max(len(predictions), 1)
     return {

@@ -83,12 +83,67 @@ def check_runtime(settings: TrainSettings) -> None:
 
 
 def precision_flags(settings: TrainSettings) -> dict[str, bool]:
+    """auto: bf16 where the GPU has it, fp16 (the Trainer adds a loss scaler) on an older GPU,
+    fp32 on CPU, where half precision is slower and less exact."""
     import torch
 
     if settings.precision == "auto":
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return {"bf16": bf16, "fp16": False}
+        if not torch.cuda.is_available():
+            return {"bf16": False, "fp16": False}
+        bf16 = torch.cuda.is_bf16_supported()
+        return {"bf16": bf16, "fp16": not bf16}
     return {"bf16": settings.precision == "bf16", "fp16": settings.precision == "fp16"}
+
+
+def tf32_supported() -> bool:
+    """TF32 matmuls: Ampere (compute capability 8) and newer; a free speed-up for fp32 parts."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
+def packing_supported(model) -> bool:  # noqa: ANN001
+    """A decoder-only model whose attention builds its mask from position ids (transformers'
+    masking utilities detect the restarts), so packed examples never attend to each other."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    return (
+        not getattr(config, "is_encoder_decoder", False)
+        and getattr(base, "_supports_attention_backend", False)
+        and "position_ids" in inspect.signature(base.forward).parameters
+    )
+
+
+def use_packing(settings: TrainSettings, task: str, model) -> bool:  # noqa: ANN001
+    """`train.packing`, resolved: absent means on for generation where the model supports it."""
+    supported = task == "generation" and packing_supported(model)
+    if settings.packing and not supported:
+        why = (
+            "classification pads each example to score it"
+            if task != "generation"
+            else f"'{model.config.model_type}' models cannot mask packed examples apart"
+        )
+        raise TrainingError(f"train.packing: {why}; set train.packing=false or leave it unset")
+    return supported if settings.packing is None else settings.packing
+
+
+def runtime_choices(settings: TrainSettings, model, packing: bool) -> dict[str, str]:  # noqa: ANN001
+    """What this run ran with, for `TrainResult.runtime` and the MLflow run's tags."""
+    import torch
+
+    flags = precision_flags(settings)
+    precision = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "device": device,
+        "precision": precision,
+        "tf32": str(tf32_supported()).lower(),
+        "attention": str(getattr(model.config, "_attn_implementation", None) or "default"),
+        "packing": str(packing).lower(),
+        "gradient_checkpointing": str(settings.gradient_checkpointing).lower(),
+    }
 
 
 def _quantization(settings: TrainSettings) -> dict[str, Any]:

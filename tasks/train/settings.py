@@ -67,10 +67,20 @@ class TrainSettings(BaseModel):
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto",
-        description="auto: bf16 on a GPU that supports it, else fp32. fp16 needs CUDA.",
+        description="auto: bf16 on a GPU that supports it, fp16 with a loss scaler on an older "
+        "GPU, fp32 on CPU. fp16 needs CUDA. TF32 matmuls are on for Ampere and newer GPUs.",
     )
     gradient_checkpointing: bool = Field(
-        default=False, description="Recompute activations in backward: less memory, ~30% slower."
+        default=False,
+        description="Recompute activations in backward: less memory, ~30% slower; for 8B-class "
+        "models on one GPU.",
+    )
+    packing: bool | None = Field(
+        default=None,
+        description="Generation: train on the batch's examples concatenated without padding "
+        "(position ids restart per example, so examples never attend to each other). Absent: "
+        "on where the model supports it (decoder-only models), off for classification; true "
+        "on a model or task without support is refused.",
     )
     early_stopping_patience: int = Field(
         default=2,
@@ -169,6 +179,11 @@ class TrainResult(BaseModel):
     overfitting_warning: str | None = None
     peak_rss_mb: float = 0.0
     num_processes: int = 1
+    runtime: dict[str, str] = Field(
+        default_factory=dict,
+        description="What this machine ran with: device, precision, tf32, attention, packing, "
+        "gradient_checkpointing (MLflow tags `train.runtime.*`).",
+    )
 
 
 class TrainingError(ModelError):

@@ -5,6 +5,9 @@ several processes). It reads the job the parent wrote (the spec is a `TrainJob`'
 and writes `result.json`; on a failure it writes `error.json` (kind and one-line message) and
 exits non-zero, so the parent can fail the task with a clear message while its own memory stays
 untouched.
+
+It dies with the parent that started it and holds the output folder's lock while it lives
+(`tasks.train.guard`), so a retry never trains beside a worker its killed predecessor left.
 """
 
 from __future__ import annotations
@@ -14,15 +17,23 @@ import sys
 from pathlib import Path
 
 from tasks.models import ModelError
-from tasks.train.fit import fit
+from tasks.train.guard import tie_to_parent, worker_lock
 from tasks.train.settings import OOM_HINT, TrainJob
 
 
 def main(argv: list[str] | None = None) -> int:
+    tie_to_parent()  # first: the imports below take seconds
     spec_path = Path((argv or sys.argv[1:])[0])
     job = TrainJob.model_validate_json(spec_path.read_text())
     out_dir = Path(job.out_dir)
     try:
+        lock = worker_lock(out_dir)  # noqa: F841 - held until this process exits
+    except ModelError as exc:  # the folder is another run's: leave its files alone
+        print(f"tunegate training refused: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from tasks.train.fit import fit
+
         fit(job)
     except ModelError as exc:  # TrainingError and every model-loading error: one line
         _error(out_dir, "config", str(exc))

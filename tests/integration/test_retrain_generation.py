@@ -107,6 +107,8 @@ def test_generation_retrain_gates_on_rouge_then_meets_its_champion(prefect_backe
     assert candidate["rouge1"] >= baseline["rouge1"] + 0.15
     assert {"rouge2", "rougeL", "exact_match", "latency_p95_s"} <= set(candidate)
     assert first.gate["passed"] and "margin_over_baseline" not in first.gate["failed"]
+    # the pyfunc a server loads answered as the evaluated model did, before registration
+    assert any(r.startswith("PASS parity: ") for r in first.gate["reasons"]), first.gate
 
     # the summaries were scrubbed too: the planted email is nowhere in the split files
     splits = pd.concat(

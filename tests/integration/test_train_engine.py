@@ -93,6 +93,9 @@ def test_generation_lowers_val_loss_raises_rouge_and_serves(summaries, tmp_path)
     assert result.metric == "rouge_l" and result.best_metric >= after["eval_rouge_l"] - 1e-9
     assert result.truncation["train"].examples == 240
     assert any("eval_rouge_l" in e for e in events)  # forwarded to the sink while training
+    # packed by default for a decoder-only model; what ran is recorded for MLflow
+    assert result.runtime["packing"] == "true"
+    assert result.runtime["precision"] == "fp32" and result.runtime["device"] == "cpu"
 
     # the folder serves as it trained, directly and as an MLflow pyfunc saved and reloaded
     note = summarization_rows(3, seed=9)

@@ -128,7 +128,7 @@ def test_refuses_what_this_machine_cannot_run(monkeypatch):
         check_runtime(TrainSettings(method="qlora"))
 
 
-def test_auto_precision_is_bf16_only_on_a_gpu_that_supports_it(monkeypatch):
+def test_auto_precision_is_bf16_on_a_gpu_that_has_it_fp16_on_older_fp32_on_cpu(monkeypatch):
     import torch
 
     from tasks.train import precision_flags
@@ -137,7 +137,7 @@ def test_auto_precision_is_bf16_only_on_a_gpu_that_supports_it(monkeypatch):
     assert precision_flags(TrainSettings()) == {"bf16": False, "fp16": False}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert precision_flags(TrainSettings()) == {"bf16": False, "fp16": False}
+    assert precision_flags(TrainSettings()) == {"bf16": False, "fp16": True}  # + loss scaler
     assert precision_flags(TrainSettings(precision="fp16")) == {"bf16": False, "fp16": True}
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert precision_flags(TrainSettings()) == {"bf16": True, "fp16": False}
@@ -271,6 +271,7 @@ def test_remote_training_hands_back_the_whole_result(tmp_path):
         overfitting_warning="possible overfitting: ...",
         peak_rss_mb=512.0,
         num_processes=2,
+        runtime={"device": "NVIDIA H200", "precision": "bf16", "packing": "true"},
     )
     assert set(trained.model_fields_set) == set(TrainResult.model_fields)  # every field set
     remote = remote_result(trained, "s3://bucket/runs/r1/train")
@@ -279,3 +280,66 @@ def test_remote_training_hands_back_the_whole_result(tmp_path):
     assert back.model_dir == tmp_path / "train" / "model"
     assert back.model_copy(update={"model_dir": trained.model_dir}) == trained
     assert type(back) is TrainResult
+
+
+def _variable_length_examples(tok, count: int, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    rows = summarization_rows(count, seed=seed)
+    frame = pd.DataFrame(
+        {
+            "text": [" ".join(r["text"].split()[: rng.randint(2, 24)]) for r in rows],
+            "target": [r["target"] for r in rows],
+        }
+    )
+    parts = prompt_parts(tok, ModelSettings(task="generation"))
+    return generation_examples(frame, tok, parts, max_length=64)[0]
+
+
+def test_packing_gives_the_loss_and_updates_of_padding_without_pad_tokens(tiny_llama):
+    """Same examples, same batches: packed and padded losses agree step after step (float32),
+    and a packed batch holds exactly the examples' tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks.train.data import generation_collator
+
+    tok = _tokenizer(tiny_llama)
+    examples = _variable_length_examples(tok, 24)
+    assert len({len(e["input_ids"]) for e in examples}) > 5  # variable length
+    padded, packed = generation_collator(tok, packed=False), generation_collator(tok, packed=True)
+    models, optimizers = [], []
+    for _ in range(2):
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+        model.config.use_cache = True  # the default of causal LMs: packing must not rely on it
+        models.append(model)
+        optimizers.append(torch.optim.AdamW(model.parameters(), lr=1e-2))
+    for start in range(0, len(examples), 6):
+        batch = examples[start : start + 6]
+        flat = packed(batch)
+        assert flat["input_ids"].shape == (1, sum(len(e["input_ids"]) for e in batch))
+        losses = []
+        for model, optimizer, collate in zip(models, optimizers, (padded, packed), strict=True):
+            loss = model(**collate(batch)).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+        assert abs(losses[1] - losses[0]) / losses[0] < 1e-3, losses
+
+
+def test_packing_is_on_for_generation_where_supported_and_refused_elsewhere(tiny_llama):
+    from tasks.train.model import packing_supported, use_packing
+
+    _, model = load_model(
+        ModelSettings(base_model=str(tiny_llama), task="generation"),
+        LoraSettings(r=2),
+        TrainSettings(),
+    )
+    assert packing_supported(model)  # through the peft wrapper
+    assert use_packing(TrainSettings(), "generation", model) is True
+    assert use_packing(TrainSettings(packing=False), "generation", model) is False
+    assert use_packing(TrainSettings(), "classification", model) is False
+    with pytest.raises(TrainingError, match="train.packing: classification"):
+        use_packing(TrainSettings(packing=True), "classification", model)
