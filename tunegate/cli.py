@@ -10,6 +10,7 @@
     tunegate promote VERSION [--force] [--config FILE] [--set key=value ...]
     tunegate rollback [--config FILE] [--set key=value ...]
     tunegate models [--config FILE] [--set key=value ...]
+    tunegate feedback list|exclude BATCH [--config FILE] [--set key=value ...]
 
 Exit status: 0 when the flow completed (promoted or not), 1 when it failed, 2 when the config or
 the data file is refused before any work starts (one line on stderr, no traceback). The registry
@@ -24,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from tunegate.commands import data, registry, run, service
+from tunegate.commands import data, feedback, registry, run, service
 from tunegate.commands.common import CLIError
 
 # Offline and quiet by default: no hub downloads, no telemetry. Set before the libraries load.
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)  # validate, scrub, augment, demo-data
     service.register(sub)  # serve, deploy, webhook
     registry.register(sub)  # promote, rollback, models
+    feedback.register(sub)  # feedback list, feedback exclude
     return parser
 
 
