@@ -396,12 +396,26 @@ def _parquet_column(values: list) -> object:
     import pyarrow as pa
 
     try:
-        return pa.array(values)
+        array = pa.array(values)
+        if _parquet_writable(array.type):
+            return array
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-        return pa.array(
-            [v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values],
-            type=pa.string(),
-        )
+        pass
+    return pa.array(
+        [v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values],
+        type=pa.string(),
+    )
+
+
+def _parquet_writable(kind: object) -> bool:
+    """Parquet cannot hold a struct without fields (an empty object) or a null-typed list."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_parquet_writable(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _parquet_writable(kind.value_type)
+    return True
 
 
 def normalise_text(text: str) -> str:
