@@ -1,6 +1,6 @@
 """The retrain flow, top to bottom:
 
-(merge feedback batches) -> validate -> scrub PII -> split -> augment -> baseline -> train ->
+(read feedback batches with the data) -> validate -> scrub PII -> split -> augment -> baseline -> train ->
 evaluate (candidate, champion) -> gate -> register and promote.
 
 `model.task: classification` (macro-F1; few-shot baseline) or `generation` (ROUGE; zero-shot
@@ -46,8 +46,9 @@ from flows.record import (
     record_training,
 )
 from flows.train_remote import train_on_pool
+from tasks.dataset import batches_to_quarantine, merge_feedback_task
 from tasks.evaluate import EvalResult
-from tasks.feedback import FeedbackMerge, FeedbackStore, merge_feedback_task, remove_merged
+from tasks.feedback import FeedbackInput, FeedbackMerge, FeedbackStore
 from tasks.gate import GateDecision, Interval, gate_task
 from tasks.intervals import paired_bootstrap
 from tasks.load import DataSettings
@@ -79,9 +80,19 @@ def retrain(config: RetrainConfig, only_new_feedback: bool = False) -> RetrainSu
     feedback batch is pending, e.g. a queued run whose batches an earlier run already took.
     """
     logger = get_run_logger()
-    if only_new_feedback and not FeedbackStore(config.feedback.store).pending_ids():
-        logger.info("no new feedback since the last retrain: nothing to do")
-        return Completed(message="no new feedback batches; nothing to retrain")
+    # Retrains of one registered model never overlap, whichever deployment started them
+    # (`tunegate serve`/`deploy` create this limit with one slot; absent, it does not block).
+    # The lock comes first: a feedback-triggered run looks for pending batches only once no
+    # other run can be taking them.
+    with concurrency(retrain_lock_name(config.mlflow.registered_model), occupy=1):
+        if only_new_feedback and not FeedbackStore(config.feedback.store).pending_ids():
+            logger.info("no new feedback since the last retrain: nothing to do")
+            return Completed(message="no new feedback batches; nothing to retrain")
+        return _locked_retrain(config, logger)
+
+
+def _locked_retrain(config: RetrainConfig, logger: logging.Logger) -> RetrainSummary:
+    """The run itself, under the retrain lock."""
     run_id = flow_run.get_id() or "local"
     run_dir = (Path(config.work_dir) / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,10 +102,7 @@ def retrain(config: RetrainConfig, only_new_feedback: bool = False) -> RetrainSu
     logger.info("MLflow run %s; files in %s", tracker.run_id, run_dir)
     tracker.log_params(config.flat())
     try:
-        # Retrains of one registered model never overlap, whichever deployment started them
-        # (`tunegate serve`/`deploy` create this limit with one slot; absent, it does not block).
-        with concurrency(retrain_lock_name(config.mlflow.registered_model), occupy=1):
-            summary = _run_stages(config, run_dir, tracker, logger)
+        summary = _run_stages(config, run_dir, tracker, logger)
     except DataRefused as exc:
         client.set_terminated(tracker.run_id, "FAILED")
         logger.error("stopped before training: %s", exc)
@@ -180,20 +188,16 @@ def _mark_feedback_included(config: RetrainConfig, feedback: FeedbackMerge, run_
 
 
 def _prepare_data(config: RetrainConfig, run_dir: Path) -> tuple[FeedbackMerge, DataStage]:
-    """Feedback merged into the data file, then validate + scrub it and the test file.
+    """The data file and the feedback batches read as records, then validated + scrubbed
+    (and the test file). Nothing merged is written: every row keeps its file and line.
 
-    Validation and scrubbing are cached on the file's content + settings under
+    Validation and scrubbing are cached on the content + settings under
     `<work_dir>/cache/data`: a re-run on unchanged data and config skips them.
     """
-    feedback, merge_tmp = merge_feedback_task(config.data, config.feedback, run_dir.name)
-    data = config.data
-    if feedback.merged_path is not None:
-        data = config.data.model_copy(update={"path": feedback.merged_path})
+    feedback = merge_feedback_task(config.data, config.feedback, run_dir.name)
     cache = Path(config.work_dir).resolve() / "cache" / "data"
-    try:
-        report, scrubbed = _clean_file(data, config, cache, "data")
-    finally:
-        remove_merged(feedback, merge_tmp)  # the combined file holds raw text
+    feedback = _quarantine_bad_batches(config, cache, feedback, run_dir.name)
+    report, scrubbed = _clean_file(config.data, config, cache, "data", feedback.source)
     stage = DataStage(report=report, scrubbed={"data": scrubbed})
     if config.data.test_path is not None:
         test_data = config.data.model_copy(
@@ -203,13 +207,44 @@ def _prepare_data(config: RetrainConfig, run_dir: Path) -> tuple[FeedbackMerge, 
     return feedback, stage
 
 
+def _quarantine_bad_batches(
+    config: RetrainConfig, cache: Path, feedback: FeedbackMerge, run_name: str
+) -> FeedbackMerge:
+    """A batch whose rows are mostly quarantined is quarantined itself, with its reason, and
+    its rows leave the run, so one bad batch does not fail every later retrain on
+    `validate.max_quarantine_fraction`: the limit applies to the rest."""
+    if feedback.source is None:
+        return feedback
+    report = validate_task(config.data, config.validate_, cache, feedback.source)
+    bad = batches_to_quarantine(
+        report.sources,
+        report.quarantined,
+        report.accepted_lines,
+        config.feedback.max_batch_quarantine_fraction,
+    )
+    if not bad:
+        return feedback
+    store = FeedbackStore(config.feedback.store)
+    for batch_id, reason in bad.items():
+        store.quarantine_batch(batch_id, reason, flow_run.get_id() or run_name)
+        get_run_logger().warning("feedback batch %s quarantined: %s", batch_id, reason)
+    again = merge_feedback_task(config.data, config.feedback, run_name)
+    again.quarantined_batches = bad
+    return again
+
+
 def _clean_file(
-    data: DataSettings, config: RetrainConfig, cache: Path, name: str
+    data: DataSettings,
+    config: RetrainConfig,
+    cache: Path,
+    name: str,
+    feedback: FeedbackInput | None = None,
 ) -> tuple[ValidationReport, ScrubResult]:
-    """Validate (Great Expectations) and scrub PII from one file; refuse it as a whole when
-    validation fails or more rows were quarantined than `validate.max_quarantine_fraction`."""
+    """Validate (Great Expectations) and scrub PII from one file (+ its feedback batches);
+    refuse it as a whole when validation fails or more rows were quarantined than
+    `validate.max_quarantine_fraction`."""
     where = "" if name == "data" else "data.test_path: "
-    report = validate_task(data, config.validate_, cache)
+    report = validate_task(data, config.validate_, cache, feedback)
     if not report.passed:
         raise DataRefused(where + "; ".join(report.problems))
     scrubbed = scrub_task(data, report, config.pii, cache, name)

@@ -1,39 +1,37 @@
-"""Feedback batches: durable storage, and merging into the next dataset version.
+"""Feedback batches: Standard Webhooks delivery, durable private storage, their life in the store.
 
 The webhook (`deployments/webhook.py`) checks a request's Standard Webhooks signature
 (`deployments/signature.py`), parses it with
 `parse_records` and stores it with `FeedbackStore.write_batch`: canonical JSONL under a name
 derived from its content hash, written to a temporary name and renamed, so a retried delivery
-never duplicates data and a crash never leaves half a file.
+never duplicates data and a crash never leaves half a file. On a local store every file is
+private to the user (0600, folders 0700).
 
-The retrain flow calls `merge_feedback` before validation: every stored batch is merged into
-one combined data file in the input's columns, so validation and PII scrubbing apply to
-feedback exactly as to the base data. The combined file holds raw text, so it is written inside
-the feedback store (or a private temporary folder for a remote store) and removed after
-scrubbing. Batches a run includes for the first time are marked as included once the run has
-finished (`FeedbackStore.mark_included`); until then they stay pending and the next run
-includes them.
+The retrain flow reads the base data file and every active batch as records, each keeping its
+origin (`tasks/dataset.py`): nothing merged is ever written to disk. A batch is pending until
+a run that included it finishes (`mark_included`); a batch whose rows are mostly quarantined is
+itself quarantined (`quarantine_batch`, with its reason) and an operator can exclude one
+(`exclude_batch`, `tunegate feedback exclude`): neither is read by later runs. Raw batches are
+deleted `feedback.retention_days` after that decision (`prune`); their ledger entry stays.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import posixpath
+import re
 import shutil
-import tempfile
+import stat
+import time
 import uuid
 from pathlib import Path
 
 import fsspec
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks import stage_logger
-from tasks.load import DataSettings, read_records
-from tasks.validate import normalise_text
+from tasks.load import DataSettings
 
 EVENT_NAME = "tunegate.feedback.landed"
 INCOMING = "incoming"  # the only folder of the store a webhook `ref` may name
@@ -60,6 +58,21 @@ class FeedbackSettings(BaseModel):
         default=3600.0,
         gt=0,
         description="Signal a retrain anyway once the oldest unsignalled batch is this old (s).",
+    )
+    max_batch_quarantine_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A batch with more than this share of its rows quarantined is quarantined "
+        "as a whole: its rows leave the run (validate.max_quarantine_fraction then applies to "
+        "the rest) and no later run reads it.",
+    )
+    retention_days: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Delete a raw batch this many days after it was included in a finished run "
+        "(or quarantined, or excluded); later runs no longer train on its rows. null: keep "
+        "batches for ever.",
     )
 
 
@@ -171,11 +184,39 @@ class StoredBatch(BaseModel):
     duplicate: bool
 
 
+class FeedbackInput(BaseModel):
+    """The feedback a run reads with `data.path`: the store and its batches, oldest first.
+
+    Batch ids are content hashes, so the list names the content (the validation cache key)."""
+
+    store: str
+    batches: list[str] = Field(default_factory=list)
+
+
+class BatchState(BaseModel):
+    """One batch as `tunegate feedback list` shows it."""
+
+    batch_id: str
+    state: str  # pending | included | quarantined | excluded
+    rows: int | None = None  # None once the raw batch is deleted
+    received: float | None = None  # unix time the batch was stored
+    flow_run: str | None = None  # included: the run that first included it; quarantined: its run
+    mlflow_run: str | None = None
+    reason: str | None = None  # quarantined / excluded: why
+    at: float | None = None  # when it was included, quarantined or excluded
+    raw_deleted: bool = False  # removed after feedback.retention_days
+
+
+BATCH_ID = re.compile(r"[0-9a-f]{8,64}")
+_LEDGERS = ("included", "quarantined", "excluded")
+
+
 class FeedbackStore:
-    """Batches under `<store>/batches/<content hash>.jsonl`; delivery ids and the ledger beside.
+    """Batches under `<store>/batches/<content hash>.jsonl`; delivery ids and the ledgers beside.
 
     `deliveries/<sha256 of the id>` remembers delivery ids already accepted;
-    `included/<batch id>.json` records which run first included a batch.
+    `included/<batch id>.json` records which run first included a batch, `quarantined/` and
+    `excluded/` the batches no run reads any more, with their reason.
     """
 
     def __init__(self, url: str) -> None:
@@ -184,8 +225,12 @@ class FeedbackStore:
         self.local = "file" in _protocols(self.fs)
         if self.local:
             self.root = str(Path(self.root).resolve())
-        for sub in ("batches", "deliveries", "included"):
+        for sub in ("batches", "deliveries", *_LEDGERS):
             self.fs.makedirs(self._path(sub), exist_ok=True)
+        if self.local:
+            _make_private(Path(self.root))
+            # Older versions wrote the raw merged data set here; a killed run could leave it.
+            shutil.rmtree(Path(self.root, "merged"), ignore_errors=True)
 
     def _path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if not self.local else str(Path(self.root, *parts))
@@ -197,7 +242,9 @@ class FeedbackStore:
     def _write_atomic(self, path: str, content: bytes) -> None:
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         if self.local:
-            with open(tmp, "wb") as fh:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)  # whatever the umask
                 fh.write(content)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -252,40 +299,152 @@ class FeedbackStore:
 
     def batch_ids(self) -> list[str]:
         """Every stored batch, oldest first (then by id, for a stable order)."""
+        return [batch_id for _, batch_id in self._stored()]
+
+    def _stored(self) -> list[tuple[float, str]]:
         entries = self.fs.ls(self._path("batches"), detail=True)
         found = []
         for entry in entries:
             name = posixpath.basename(entry["name"].replace("\\", "/"))
             if name.endswith(".jsonl") and ".tmp-" not in name:
                 found.append((_mtime(entry), name.removesuffix(".jsonl")))
-        return [batch_id for _, batch_id in sorted(found)]
+        return sorted(found)
+
+    def _ledger_ids(self, kind: str) -> dict[str, str]:
+        """batch id -> its entry's path in one ledger (included, quarantined, excluded)."""
+        out = {}
+        for name in self.fs.ls(self._path(kind), detail=False):
+            base = posixpath.basename(name.replace("\\", "/"))
+            if base.endswith(".json") and ".tmp-" not in base:
+                out[base.removesuffix(".json")] = name
+        return out
+
+    def _ledger(self, kind: str) -> dict[str, dict]:
+        """batch id -> its entry in one ledger."""
+        out = {}
+        for batch_id, name in self._ledger_ids(kind).items():
+            try:
+                entry = json.loads(self.fs.cat_file(name))
+            except (ValueError, OSError):
+                entry = {}
+            out[batch_id] = entry if isinstance(entry, dict) else {}
+        return out
 
     def included_ids(self) -> set[str]:
-        names = self.fs.ls(self._path("included"), detail=False)
-        return {
-            posixpath.basename(n.replace("\\", "/")).removesuffix(".json")
-            for n in names
-            if n.endswith(".json") and ".tmp-" not in n
-        }
+        return set(self._ledger_ids("included"))
+
+    def active_ids(self) -> list[str]:
+        """The batches a run reads: stored, neither quarantined nor excluded; oldest first."""
+        out = set(self._ledger_ids("quarantined")) | set(self._ledger_ids("excluded"))
+        return [b for b in self.batch_ids() if b not in out]
 
     def pending_ids(self) -> list[str]:
+        """Active batches no finished run has included yet."""
         included = self.included_ids()
-        return [b for b in self.batch_ids() if b not in included]
+        return [b for b in self.active_ids() if b not in included]
+
+    def read_batch_bytes(self, batch_id: str) -> bytes:
+        return self.fs.cat_file(self._path("batches", f"{batch_id}.jsonl"))
 
     def read_batch(self, batch_id: str) -> list[dict]:
-        raw = self.fs.cat_file(self._path("batches", f"{batch_id}.jsonl"))
+        raw = self.read_batch_bytes(batch_id)
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
     def rows_of(self, batch_id: str) -> int:
         raw = self.fs.cat_file(self._path("batches", f"{batch_id}.jsonl"))
         return sum(1 for line in raw.splitlines() if line.strip())
 
+    def _record(self, kind: str, batch_id: str, entry: dict) -> None:
+        entry = {"batch": batch_id, **entry, "at": time.time()}
+        self._write_atomic(self._path(kind, f"{batch_id}.json"), json.dumps(entry).encode())
+
     def mark_included(self, batch_ids: list[str], flow_run_id: str, mlflow_run_id: str) -> None:
         for batch_id in batch_ids:
-            record = {"batch": batch_id, "flow_run": flow_run_id, "mlflow_run": mlflow_run_id}
-            self._write_atomic(
-                self._path("included", f"{batch_id}.json"), json.dumps(record).encode()
+            self._record(
+                "included", batch_id, {"flow_run": flow_run_id, "mlflow_run": mlflow_run_id}
             )
+
+    def quarantine_batch(self, batch_id: str, reason: str, flow_run_id: str) -> None:
+        """Take a batch out of every later run; `reason` holds counts and check names only."""
+        self._record("quarantined", batch_id, {"reason": reason, "flow_run": flow_run_id})
+
+    def resolve(self, batch_id: str) -> str:
+        """A full batch id from an id or a unique prefix of at least 8 characters."""
+        wanted = batch_id.strip().lower()
+        if not BATCH_ID.fullmatch(wanted):
+            raise KeyError(f"'{batch_id}' is not a batch id (8 to 64 hex digits)")
+        known = set(self.batch_ids()).union(*(self._ledger_ids(k) for k in _LEDGERS))
+        matches = sorted(b for b in known if b.startswith(wanted))
+        if len(matches) != 1:
+            many = f"{len(matches)} batches start with" if matches else "no batch is"
+            raise KeyError(f"{many} '{wanted}'; see tunegate feedback list")
+        return matches[0]
+
+    def exclude_batch(self, batch_id: str, reason: str = "excluded by an operator") -> str:
+        """Take a batch out of every later run (an operator's decision); returns its full id."""
+        full = self.resolve(batch_id)
+        self._record("excluded", full, {"reason": reason})
+        return full
+
+    def states(self) -> list[BatchState]:
+        """Every batch the store knows, oldest first, with its state."""
+        ledgers = {kind: self._ledger(kind) for kind in _LEDGERS}
+        stored = dict((b, t) for t, b in self._stored())
+        known = list(stored) + sorted(set().union(*ledgers.values()) - set(stored))
+        out = []
+        for batch_id in known:
+            state, entry = "pending", {}
+            for kind in ("excluded", "quarantined", "included"):  # the decision that rules
+                if batch_id in ledgers[kind]:
+                    state, entry = kind, ledgers[kind][batch_id]
+                    break
+            out.append(
+                BatchState(
+                    batch_id=batch_id,
+                    state=state,
+                    rows=self.rows_of(batch_id) if batch_id in stored else None,
+                    received=stored.get(batch_id),
+                    flow_run=entry.get("flow_run"),
+                    mlflow_run=entry.get("mlflow_run"),
+                    reason=entry.get("reason"),
+                    at=entry.get("at"),
+                    raw_deleted=batch_id not in stored,
+                )
+            )
+        return out
+
+    def prune(self, retention_days: float | None, now: float | None = None) -> list[str]:
+        """Delete raw batches decided (included, quarantined, excluded) longer ago than
+        `retention_days`; the ledger entries stay. Returns the ids deleted."""
+        if retention_days is None:
+            return []
+        now = time.time() if now is None else now
+        decided: dict[str, float] = {}
+        for kind in _LEDGERS:
+            for batch_id, entry in self._ledger(kind).items():
+                at = entry.get("at")
+                if isinstance(at, int | float):
+                    decided[batch_id] = min(decided.get(batch_id, at), at)
+                else:  # an entry from before `at` was recorded: its file's time
+                    path = self._path(kind, f"{batch_id}.json")
+                    decided.setdefault(batch_id, _mtime(self.fs.info(path)))
+        removed = []
+        for batch_id in self.batch_ids():
+            at = decided.get(batch_id)
+            if at is not None and now - at > retention_days * 86400:
+                self.fs.rm_file(self._path("batches", f"{batch_id}.jsonl"))
+                removed.append(batch_id)
+        return removed
+
+
+def _make_private(root: Path) -> None:
+    """Folders 0700 and files 0600 under a local store, whoever created them with what umask."""
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, stat.S_IRWXU)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
@@ -298,119 +457,15 @@ def _mtime(entry: dict) -> float:
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
-# --- merging into the next dataset version --------------------------------------------------
-
-
 class FeedbackMerge(BaseModel):
-    """What one retrain took from the feedback store."""
+    """What one retrain took from the feedback store (`tasks.dataset.merge_feedback`)."""
 
-    batches: list[str] = Field(default_factory=list)  # every batch merged, oldest first
-    new_batches: list[str] = Field(default_factory=list)  # merged for the first time
+    batches: list[str] = Field(default_factory=list)  # every batch read, oldest first
+    new_batches: list[str] = Field(default_factory=list)  # read for the first time
     rows: int = 0  # feedback rows read
     added: int = 0  # rows added to the data
     duplicates: int = 0  # same text and label as an existing row (or an earlier batch): dropped
     relabelled: int = 0  # same text, new label: the feedback row replaces the older one
-    merged_path: Path | None = None  # the combined data file (raw text: removed after scrubbing)
-
-
-def merge_feedback(data: DataSettings, store: FeedbackStore, out_path: Path) -> FeedbackMerge:
-    """Base data + every stored batch -> one JSONL file at `out_path`, in the input's columns.
-
-    Rows are keyed by normalised text: a feedback row equal to an existing row (text and label)
-    is dropped and counted; a feedback row with the same text but a new label replaces the
-    older row (re-annotation). Unreadable base lines are kept verbatim, so validation still
-    quarantines them.
-    """
-    batch_ids = store.batch_ids()
-    if not batch_ids:
-        return FeedbackMerge()
-    included = store.included_ids()
-    loaded = read_records(data.path)
-    columns = [c for c in loaded.frame.columns if c != "_line"]
-    rows: list[dict] = [
-        {c: _plain(record.get(c)) for c in columns}
-        for record in loaded.frame.to_dict(orient="records")
-    ]
-    index: dict[str, int] = {}
-    for position, row in enumerate(rows):
-        text = row.get(data.text_column)
-        if isinstance(text, str) and text.strip():
-            index.setdefault(normalise_text(text), position)
-    merge = FeedbackMerge(
-        batches=batch_ids, new_batches=[b for b in batch_ids if b not in included]
-    )
-    dropped: set[int] = set()
-    for batch_id in batch_ids:
-        for record in store.read_batch(batch_id):
-            merge.rows += 1
-            row = {c: _plain(record.get(c)) for c in columns}
-            key = normalise_text(row[data.text_column])
-            if key in index:
-                earlier = index[key]
-                if earlier not in dropped and rows[earlier][data.y_column] == row[data.y_column]:
-                    merge.duplicates += 1
-                    continue
-                merge.relabelled += 1
-                dropped.add(earlier)
-            index[key] = len(rows)
-            rows.append(row)
-            merge.added += 1
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "w", encoding="utf-8") as fh:
-        for position, row in enumerate(rows):
-            if position not in dropped:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for bad in loaded.unreadable:
-            fh.write(bad["_raw"] + "\n")
-    merge.merged_path = out_path
-    return merge
-
-
-def _plain(value: object) -> object:
-    """pandas' missing values back to JSON null."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def merge_location(store: FeedbackStore, run_name: str) -> tuple[Path, Path | None]:
-    """Where the raw combined file may live: inside a local store, else a private temp folder.
-
-    Returns (file path, temporary folder to remove or None).
-    """
-    if store.local:
-        return Path(store.root, "merged", f"{run_name}.jsonl"), None
-    folder = Path(tempfile.mkdtemp(prefix="tunegate-feedback-"))
-    return folder / f"{run_name}.jsonl", folder
-
-
-def remove_merged(merge: FeedbackMerge, temp_folder: Path | None) -> None:
-    if merge.merged_path is not None:
-        Path(merge.merged_path).unlink(missing_ok=True)
-    if temp_folder is not None:
-        shutil.rmtree(temp_folder, ignore_errors=True)
-
-
-@task(name="merge-feedback")
-def merge_feedback_task(
-    data: DataSettings, settings: FeedbackSettings, run_name: str
-) -> tuple[FeedbackMerge, Path | None]:
-    if not settings.enabled:
-        return FeedbackMerge(), None
-    store = FeedbackStore(settings.store)
-    out_path, temp_folder = merge_location(store, run_name)
-    merge = merge_feedback(data, store, out_path)
-    if merge.merged_path is None and temp_folder is not None:
-        shutil.rmtree(temp_folder, ignore_errors=True)
-        temp_folder = None
-    stage_logger(__name__).info(
-        "feedback: %d batches (%d new), %d rows, %d duplicates dropped, %d relabelled",
-        len(merge.batches),
-        len(merge.new_batches),
-        merge.rows,
-        merge.duplicates,
-        merge.relabelled,
-    )
-    return merge, temp_folder
+    quarantined_batches: dict[str, str] = Field(default_factory=dict)  # batch -> reason, this run
+    pruned: list[str] = Field(default_factory=list)  # raw batches deleted (feedback.retention_days)
+    source: FeedbackInput | None = None  # what validation and scrubbing read with data.path

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,8 @@ from prefect import task
 from pydantic import BaseModel
 
 from tasks import stage_logger
-from tasks.load import DataSettings, LoadedData, detect_format, read_records, write_records
+from tasks.dataset import load_dataset
+from tasks.load import DataSettings, LoadedData, read_records, write_records, write_rows
 from tasks.pii.audit import PIIAudit
 from tasks.pii.engine import get_scrubber
 from tasks.pii.settings import PLACEHOLDER_NAMES, Operator, PIISettings
@@ -210,19 +212,93 @@ def scrub_texts(
     return out, audit
 
 
-def scrub_record(record: dict, settings: PIISettings, audit: PIIAudit | None = None) -> dict:
-    """Scrub every string value of a record (quarantined rows, whatever their shape)."""
-    columns = {k: [v] for k, v in record.items() if isinstance(v, str)} if settings.enabled else {}
-    (scrubbed,) = scrub_records(
-        columns,
-        settings,
-        audit if audit is not None else PIIAudit(),
-        rows=1,
-        count_records=False,
-        audit_prefix="quarantine.",
+# Values are scanned wherever they sit in a record (nested objects and lists too), and numbers
+# as the text they are written as: an SSN or a card number stored as a number is PII. A value
+# the scan leaves alone keeps its type (an int stays an int); one it changes becomes the
+# scrubbed text.
+_KEY = object()  # path step: the key itself of the dict entry named by the next step
+
+
+def _scan_text(value: object) -> str | None:
+    """The text a value is scanned as, or None for a value that cannot hold PII (bool, null)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return str(int(value)) if value.is_integer() and abs(value) < 1e19 else repr(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    return None
+
+
+def _leaves(value: object, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """(path, text) of every string and number under `value`, dict keys included."""
+    text = _scan_text(value)
+    if text is not None:
+        return [(path, text)]
+    out: list[tuple[tuple, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                out.append(((*path, _KEY, key), key))
+            out += _leaves(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            out += _leaves(item, (*path, i))
+    return out
+
+
+def _rebuild(value: object, replaced: dict[tuple, object], path: tuple = ()) -> object:
+    """`value` with the leaves at the paths in `replaced` swapped for their scrubbed text."""
+    if path in replaced:
+        return replaced[path]
+    if isinstance(value, dict):
+        return {
+            replaced.get((*path, _KEY, k), k): _rebuild(v, replaced, (*path, k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_rebuild(v, replaced, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+def _scrub_leaves(
+    values: dict[str, object],
+    settings: PIISettings,
+    audit: PIIAudit,
+    audit_prefix: str,
+) -> dict[str, object]:
+    """Scrub every leaf of each column's value; entity counts go to the audit by column."""
+    leaves = {c: _leaves(v) for c, v in values.items()}
+    rows = max((len(x) for x in leaves.values()), default=0)
+    if not rows or not settings.enabled:
+        return dict(values)
+    columns = {c: [t for _, t in x] + [None] * (rows - len(x)) for c, x in leaves.items()}
+    scrubbed = scrub_records(
+        columns, settings, audit, rows=rows, count_records=False, audit_prefix=audit_prefix
     )
-    # quarantined rows cannot go anywhere else: a residual hit blanks the value
-    return {k: scrubbed.value(k, v, redact_residual=True) for k, v in record.items()}
+    out = {}
+    for c, value in values.items():
+        replaced = {}
+        for i, (path, text) in enumerate(leaves[c]):
+            new = scrubbed[i].value(c, text, redact_residual=True)
+            if new != text:
+                replaced[path] = new
+        out[c] = _rebuild(value, replaced) if replaced else value
+    return out
+
+
+def scrub_record(record: dict, settings: PIISettings, audit: PIIAudit | None = None) -> dict:
+    """Scrub every string and number of a record at any depth (quarantined rows, whatever
+    their shape); a residual hit blanks the value, since such a row cannot go anywhere else."""
+    return _scrub_leaves(
+        record, settings, audit if audit is not None else PIIAudit(), "quarantine."
+    )
 
 
 def write_quarantine(
@@ -233,57 +309,58 @@ def write_quarantine(
     like: Path,
     audit: PIIAudit | None = None,
 ) -> Path:
-    """Quarantined rows, scrubbed, in the input's format with `_line` and `_reason`."""
-    frame = loaded.frame.set_index("_line", drop=False)
+    """Quarantined rows, scrubbed, in the input's format with `_source`, `_line` (the line in
+    that source: the data file or a feedback batch) and `_reason`."""
     unreadable = {int(r["_line"]): r for r in loaded.unreadable}
     rows = []
     for line, reason in sorted(quarantined.items()):
         if line in unreadable:
             record = {"_raw": unreadable[line]["_raw"]}
         else:
-            record = {
-                k: (None if not isinstance(v, list | dict) and pd.isna(v) else v)
-                for k, v in frame.loc[line].to_dict().items()
-                if k != "_line"
-            }
+            record = loaded.record(line)
         record = scrub_record(record, settings, audit)
+        source, source_line = loaded.origin(line)
         # the reason names types and checks only; scrub it too in case a value slipped in
-        record.update({"_line": line, "_reason": scrub_record({"r": reason}, settings)["r"]})
+        record.update(
+            {
+                "_source": source,
+                "_line": source_line,
+                "_reason": scrub_record({"r": reason}, settings)["r"],
+            }
+        )
         rows.append(record)
     return write_records(rows, stem, like)
 
 
 def scrub_file(source: Path, target: Path, settings: PIISettings) -> PIIAudit:
-    """Scrub every string value of every readable record of `source` into `target`.
+    """Scrub every string and number, at any depth, of every readable record of `source` into
+    `target`; other values are copied as they are.
 
     The format of `target` follows its suffix. Unreadable records are counted, not copied.
     """
     loaded = read_records(source)
-    frame = loaded.frame
     audit = PIIAudit()
-    columns = [c for c in frame.columns if c != "_line"]
-    out = frame[columns].copy()
-    values = {c: [v if isinstance(v, str) else None for v in frame[c]] for c in columns}
-    texts = {c: v for c, v in values.items() if any(v)}  # columns with no text are copied
-    records = scrub_records(texts, settings, audit, rows=len(frame))
-    for column in texts:
-        out[column] = [
-            r.value(column, v, redact_residual=True)
-            for r, v in zip(records, frame[column], strict=True)
-        ]
+    rows = [loaded.record(int(line)) for line in loaded.frame["_line"]]
+    columns = [c for c in loaded.frame.columns if c != "_line"]
+    flat = {c: [_scan_text(row.get(c)) for row in rows] for c in columns}
+    texts = {c: v for c, v in flat.items() if any(x is not None for x in v)}
+    records = scrub_records(texts, settings, audit, rows=len(rows))
+    for i, row in enumerate(rows):
+        for column in texts:
+            text = flat[column][i]
+            if text is not None:
+                new = records[i].value(column, text, redact_residual=True)
+                if new != text:
+                    row[column] = new
+        nested = {c: v for c, v in row.items() if isinstance(v, dict | list)}
+        if nested:
+            row.update(_scrub_leaves(nested, settings, audit, ""))
     audit.records_unreadable = len(loaded.unreadable)
     # `tunegate scrub` has always counted a record with PII by the placeholders it now holds
-    audit.records_with_pii = int(
-        sum(
-            any(isinstance(v, str) and PLACEHOLDER_RE.search(v) for v in row)
-            for row in out.itertuples(index=False)
-        )
+    audit.records_with_pii = sum(
+        any(PLACEHOLDER_RE.search(t) for _, t in _leaves(row) if isinstance(t, str)) for row in rows
     )
-    if detect_format(target) == "parquet":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        out.to_parquet(target, index=False)
-    else:
-        write_records(out.to_dict("records"), target.with_suffix(""), target)
+    write_rows(rows, target)
     return audit
 
 
@@ -313,7 +390,7 @@ def scrub_dataset(
     Rows with a drop_row entity or a residual hit (with residual_action=quarantine) move from
     accepted to quarantined, so rows in = accepted + quarantined still holds.
     """
-    loaded = read_records(data.path)
+    loaded = load_dataset(data, report.feedback)
     frame = loaded.frame.set_index("_line", drop=False)
     accepted = frame.loc[report.accepted_lines]
     columns = [data.text_column] + ([data.y_column] if data.generation else [])
@@ -377,6 +454,7 @@ def scrub_cache_key(data: DataSettings, settings: PIISettings, report: Validatio
     digest.update(data.model_dump_json(exclude={"path", "test_path"}).encode())
     digest.update(settings.model_dump_json().encode())
     digest.update(json.dumps(report.accepted_lines).encode())
+    digest.update(json.dumps(report.feedback.batches if report.feedback else []).encode())
     return digest.hexdigest()[:24]
 
 

@@ -73,3 +73,37 @@ def test_scrub_reads_its_section_through_config_and_set(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tunegate: config error: pii.entitys: unknown key")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_quarantine_and_scrub_output_scrub_nested_values_and_numbers_keep_types(tmp_path):
+    rows = [{"text": f"row number {i}", "label": "ab"[i % 2], "n": i} for i in range(24)]
+    rows.append(
+        {
+            "text": "quarantined for its label",
+            "label": "zzz",
+            "n": 7,
+            "ssn": 536904399,
+            "card": 4111111111111111,
+            "contact": {"email": "jane.roe@example.org", "phones": ["+1 415 555 0143"]},
+            "tags": ["mail jane.roe@example.org", 3, True, None],
+        }
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sets = ["--set", "validate.min_rows=10", "--set", "validate.data_docs=false"]
+    assert main(["validate", str(source), *sets, "--out", str(tmp_path / "o")]) == 0
+    (quarantined,) = [
+        json.loads(x) for x in (tmp_path / "o" / "in_quarantine.jsonl").read_text().splitlines()
+    ]
+    out = tmp_path / "out.jsonl"
+    assert main(["scrub", str(source), str(out)]) == 0
+    scrubbed = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["n"] for r in scrubbed] == [r["n"] for r in rows]  # ints stay ints
+    assert all(type(r["n"]) is int for r in scrubbed)
+    for record in (quarantined, scrubbed[-1]):
+        written = json.dumps(record)
+        for value in ("536904399", "4111111111111111", "jane.roe", "555 0143"):
+            assert value not in written
+        assert record["n"] == 7 and record["tags"][1:] == [3, True, None]
+        assert record["contact"]["email"].startswith("<EMAIL")
+    assert quarantined["_source"] == "in.jsonl" and quarantined["_line"] == 25

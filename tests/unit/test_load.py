@@ -127,6 +127,21 @@ def test_single_2mb_row_is_read(tmp_path):
     assert len(loaded.frame.loc[0, "text"]) == len(big)
 
 
+def _read_back(path):
+    """A written file read with the everyday tools (its `_line`/`_reason` columns are reserved
+    names for `read_records`)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix == ".csv":
+        import csv
+
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_write_records_keeps_the_input_format(tmp_path, suffix):
     from tasks.load import write_records
@@ -134,6 +149,84 @@ def test_write_records_keeps_the_input_format(tmp_path, suffix):
     rows = [{"text": "a", "extra": {"k": 1}, "_line": 3, "_reason": "duplicate text"}]
     out = write_records(rows, tmp_path / "q", tmp_path / f"in{suffix}")
     assert out.suffix == suffix
-    back = read_records(out).frame
-    assert back["_reason"].tolist() == ["duplicate text"]
-    assert "_line" in back.columns
+    (back,) = _read_back(out)
+    assert back["_reason"] == "duplicate text" and str(back["_line"]) == "3"
+    if suffix != ".csv":  # CSV has text only
+        assert back["_line"] == 3
+
+
+def test_csv_field_over_the_csv_limit_is_one_row_and_invents_none(tmp_path):
+    # 200,000 characters (over the csv module's 131,072 default) with lines that look like rows
+    long_text = "x" * 200_000 + "\nforged,row\nanother,forged"
+    path = tmp_path / "d.csv"
+    path.write_text(f'text,label\n"{long_text}",a\nok,b\n')
+    loaded = read_records(path)
+    assert loaded.frame["text"].tolist() == [long_text, "ok"]
+    assert loaded.frame["label"].tolist() == ["a", "b"]
+    assert loaded.unreadable == [] and loaded.rows_in == 2
+
+
+def test_csv_error_stops_instead_of_reading_inside_a_record(tmp_path, monkeypatch):
+    import csv
+
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\nfirst,a\n"second\nlooks,like a row",b\nlast,a\n')
+    real = csv.reader
+
+    def failing_reader(*args, **kwargs):
+        rows = real(*args, **kwargs)
+
+        class Reader:
+            line_num = 0
+
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                row = next(rows)
+                self.line_num = rows.line_num
+                if row and row[0].startswith("second"):
+                    raise csv.Error("simulated")
+                return row
+
+        return Reader()
+
+    monkeypatch.setattr(csv, "reader", failing_reader)
+    loaded = read_records(path)
+    assert loaded.frame["text"].tolist() == ["first"]
+    assert [u["_line"] for u in loaded.unreadable] == [3]
+    assert "rest of the file was not read" in loaded.unreadable[0]["_reason"]
+
+
+def test_jsonl_lone_surrogate_and_reserved_names_are_unreadable_rows(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"text": "fine", "label": "a"}\n'
+        '{"text": "bad \\ud800 escape", "label": "a"}\n'
+        '{"text": "fine too", "label": "a", "meta": {"\\udfff": 1}}\n'
+        '{"text": "mine", "label": "a", "_line": 99}\n'
+    )
+    loaded = read_records(path)
+    assert loaded.frame["_line"].tolist() == [1]
+    reasons = {u["_line"]: u["_reason"] for u in loaded.unreadable}
+    assert reasons[2].startswith("lone surrogate") and reasons[3].startswith("lone surrogate")
+    assert "reserved column name '_line'" in reasons[4]
+
+
+def test_records_keep_their_types_and_origin(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"text": "a", "label": "x", "n": 12, "ssn": 536904399, "nested": {"k": [1, "v"]}}\n'
+        '{"text": "b", "label": "y"}\n'
+    )
+    loaded = read_records(path)
+    first = loaded.record(1)
+    assert first["n"] == 12 and type(first["n"]) is int and first["nested"] == {"k": [1, "v"]}
+    assert loaded.frame.loc[0, "n"] == 12 and type(loaded.frame.loc[0, "n"]) is int
+    assert loaded.origin(2) == ("d.jsonl", 2)
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["a"], "n": pd.array([7], dtype="Int64"), "l": [[1, 2]]}).to_parquet(
+        parquet
+    )
+    record = read_records(parquet).record(1)
+    assert record == {"text": "a", "n": 7, "l": [1, 2]} and type(record["n"]) is int

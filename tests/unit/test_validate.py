@@ -164,3 +164,73 @@ def test_generation_rows_need_a_target_and_no_labels(tmp_path):
         )
     with pytest.raises(ValueError, match="data.labels"):
         DataSettings(path=path, target_column="summary", labels=["a", "b"])
+
+
+def test_list_or_object_values_and_numbers_are_quarantined_or_read_not_crashing(tmp_path):
+    rows = _rows() + [
+        {"text": ["a", "list"], "label": "a"},
+        {"text": {"an": "object"}, "label": "b"},
+        {"text": "label is a list", "label": ["a"]},
+        {"text": "label is an object", "label": {"x": "a"}},
+    ]
+    path = _write(tmp_path, rows)
+    report = validate_records(
+        read_records(path),
+        DataSettings(path=path, labels=["a", "b"]),
+        ValidateSettings(min_rows=10),
+    )
+    assert report.quarantined == {
+        31: "text is a list, not a string",
+        32: "text is an object, not a string",
+        33: "label is a list, not a string",
+        34: "label is an object, not a string",
+    }
+    assert report.rows_accepted == 30
+
+
+PLANTED = ["jane.roe@example.org", "536-90-4399", "4111111111111111", "Zanzibar-Quokka"]
+
+
+def test_gx_results_and_docs_hold_no_label_id_or_extra_column_value(tmp_path):
+    rows = [dict(r, id=f"A-{i}", note="ok") for i, r in enumerate(_rows())]
+    rows[1]["label"] = PLANTED[0]  # a label outside the set: GX used to store it
+    rows[2]["id"] = PLANTED[1]  # fails validate.regexes on id
+    rows[3]["note"] = PLANTED[2]  # fails a user expectation on note
+    rows[4]["note"] = PLANTED[3]
+    rows[5]["id"] = rows[6]["id"] = "A-dup"  # duplicate ids: their value must not be stored
+    path = _write(tmp_path, rows)
+    settings = ValidateSettings.model_validate(
+        {
+            "min_rows": 10,
+            "regexes": {"id": r"^A-"},
+            "extra_expectations": [
+                {
+                    "type": "expect_column_values_to_match_regex",
+                    "kwargs": {"column": "note", "regex": "^ok$"},
+                    "reason": "note is not ok",
+                },
+                {
+                    "type": "expect_column_distinct_values_to_be_in_set",
+                    "kwargs": {"column": "note", "value_set": ["ok"]},
+                },
+            ],
+        }
+    )
+    data = DataSettings(path=path, id_column="id", labels=["a", "b"])
+    report = validate_records(read_records(path), data, settings, docs_dir=tmp_path / "docs")
+    # the expectations decide as before
+    assert report.quarantined == {
+        2: "label not in the allowed set",
+        3: "id does not match validate.regexes",
+        4: "note is not ok",
+        5: "note is not ok",
+        7: "duplicate id",
+    }
+    assert any("expect_column_distinct_values_to_be_in_set failed" in p for p in report.problems)
+    assert report.data_docs
+    written = [p for p in (tmp_path / "docs").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" for p in written)  # stored validation results
+    text = "".join(p.read_text(errors="replace") for p in written)
+    text += report.model_dump_json()
+    for value in [*PLANTED, "A-dup"]:
+        assert value not in text
