@@ -87,6 +87,9 @@ def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
     lines.append(
         f"model            {model['name']} v{model['version']} aliases={model['aliases']} ({model['note']})"
     )
+    timings = getattr(summary, "timings", None) or {}
+    if timings:
+        lines.append("timings (s)      " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     lines.append(f"mlflow run       {summary.mlflow_run_id}")
     lines.append(f"run files        {summary.run_dir}")
     lines.append("")
