@@ -56,6 +56,7 @@ from tasks.load import DataSettings
 from tasks.locks import retrain_lock_name
 from tasks.metrics import shown_metrics, tagged_metrics
 from tasks.pii import ScrubResult, scrub_task
+from tasks.pii.salt import require_salt
 from tasks.registry import (
     Champion,
     Registration,
@@ -83,6 +84,7 @@ def retrain(config: RetrainConfig, only_new_feedback: bool = False) -> RetrainSu
     if only_new_feedback and not FeedbackStore(config.feedback.store).pending_ids():
         logger.info("no new feedback since the last retrain: nothing to do")
         return Completed(message="no new feedback batches; nothing to retrain")
+    require_salt(config.pii)  # a run that hashes PII needs its secret salt before any work
     run_id = flow_run.get_id() or "local"
     run_dir = (Path(config.work_dir) / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

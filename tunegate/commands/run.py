@@ -22,7 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _preflight(config: RetrainConfig) -> None:
     """Read the data files once before the flow starts: unreadable input is refused here."""
     from tasks.load import DataReadError, read_records
+    from tasks.pii.salt import MissingSalt, require_salt
     from tasks.validate import ValidationFailed, check_columns
+
+    try:
+        require_salt(config.pii)
+    except MissingSalt as exc:
+        raise CLIError(f"config error: {exc}", 2) from None
 
     for key, path in (("data.path", config.data.path), ("data.test_path", config.data.test_path)):
         if path is None:
