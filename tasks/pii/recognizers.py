@@ -122,7 +122,7 @@ class PersonNameRecognizer(EntityRecognizer):
         after = text[end:].lstrip(" ,")
         next_word = re.match(r"[\w.&]+(?:\s+\w+)?", after)
         if next_word:
-            following = next_word.group().lower()
+            following = next_word.group().lower().replace("&", "and")
             if following.split()[0].rstrip(".") in self.suffixes or following in self.suffixes:
                 return True
             if following.split()[0] in THING_NOUNS:
@@ -195,7 +195,11 @@ class PersonNameRecognizer(EntityRecognizer):
             mid_sentence = not re.search(r"(?:^|[.!?:;\n])\s*$", text[: m.start(1)])
             if first in self.first_names:
                 add((m.start(1), m.end(2)), 0.6 if last in self.lower_lasts else 0.45)
-            elif mid_sentence and not self._is_thing(text, m.start(1), m.end(2)):
+            elif (
+                mid_sentence
+                and not word_shaped(first.lower())
+                and not self._is_thing(text, m.start(1), m.end(2))
+            ):
                 add((m.start(1), m.end(2)), 0.4)  # "my husband Oyelaran babatunde"
         for m in self.last_first.finditer(text):
             last, first = m.group(1).split()[-1], m.group(2)
