@@ -64,7 +64,7 @@ class PersonNameRecognizer(EntityRecognizer):
         self.lower_lasts = frozenset(n.lower() for n in self.last_names)
         self.blocked = NOT_NAMES | stop_words()
         self.thing_phrases, self.thing_words = thing_gazetteer()
-        self.suffixes = company_suffixes()
+        self.suffixes = frozenset(x.replace(".", "") for x in company_suffixes())
         self.ordinary = ordinary_words()
         run = rf"{NAME_TOKEN}(?:\s+(?:{PARTICLE}\s+)*{NAME_TOKEN}){{0,3}}"
         particled = rf"(?:{PARTICLE}\s+)*{run}"
@@ -88,10 +88,10 @@ class PersonNameRecognizer(EntityRecognizer):
         )
         self.first_lower = re.compile(rf"(?<![\w'’-])({NAME_TOKEN})\s+({lower})(?![\w'’-])")
         self.last_first = re.compile(rf"\b({SURNAME}),\s+({NAME_TOKEN})(?:\s+({NAME_TOKEN}))?")
-        self.runs = re.compile(rf"(?<![\w'’-])({run})(?![\w'’])")
+        self.runs = re.compile(rf"(?<![\w'’/-])({run})(?![\w'’])")
         self.firm = re.compile(
-            rf"(?<![\w'’-]){NAME_TOKEN}(?:,\s+{NAME_TOKEN})+,?\s+(?:and|&|und|et|y|e)\s+"
-            rf"{NAME_TOKEN}(?![\w'’])"
+            rf"(?<![\w'’-]){NAME_TOKEN}(?:(?:,\s+{NAME_TOKEN})+,?\s+(?:and|&|und|et|y|e)|\s+&)"
+            rf"\s+(?:{PARTICLE}\s+)*{NAME_TOKEN}(?![\w'’])"
         )
 
     def load(self) -> None:  # nothing to load: patterns compile in __init__
@@ -123,7 +123,9 @@ class PersonNameRecognizer(EntityRecognizer):
         next_word = re.match(r"[\w.&]+(?:\s+\w+)?", after)
         if next_word:
             following = next_word.group().lower().replace("&", "and")
-            if following.split()[0].rstrip(".") in self.suffixes or following in self.suffixes:
+            undotted = following.replace(".", "")
+            head = (undotted.split() or [""])[0]
+            if head in self.suffixes or undotted in self.suffixes:
                 return True
             if following.split()[0] in THING_NOUNS:
                 return True
@@ -193,7 +195,7 @@ class PersonNameRecognizer(EntityRecognizer):
             if first in self.blocked or word_shaped(last):
                 continue
             mid_sentence = not re.search(r"(?:^|[.!?:;\n])\s*$", text[: m.start(1)])
-            if first in self.first_names:
+            if first in self.first_names and not self._is_thing(text, m.start(1), m.end(2)):
                 add((m.start(1), m.end(2)), 0.6 if last in self.lower_lasts else 0.45)
             elif (
                 mid_sentence
@@ -215,7 +217,7 @@ class PersonNameRecognizer(EntityRecognizer):
                 add((m.start(), m.end()), 0.5)
         firms = self._firm_spans(text)
         for m in self.runs.finditer(text):
-            if any(fs <= m.start(1) < fe for fs, fe in firms):
+            if any(m.start(1) < fe and m.end(1) > fs for fs, fe in firms):
                 continue
             words = m.group(1).split()
             names = [w for w in words if w[:1].isupper()]
@@ -238,13 +240,15 @@ class PersonNameRecognizer(EntityRecognizer):
                 inner = text[span[0] : span[1]].split()
                 if len(inner) < 2 or any(w in self.blocked for w in inner):
                     continue
-                add(span, 0.6)
+                if not self._is_thing(text, *span):
+                    add(span, 0.6)
                 continue
             if names[0] in self.blocked:
                 span = self._trim(text, m.start(1), m.end(1))
                 if span and len(text[span[0] : span[1]].split()) >= 2:
                     inner = text[span[0] : span[1]].split()
-                    if inner[0] in self.first_names or any(w in self.last_names for w in inner):
+                    named = inner[0] in self.first_names or any(w in self.last_names for w in inner)
+                    if named and not self._is_thing(text, *span):
                         add(span, 0.6)
                 continue
             # two or more capitalised tokens, none an ordinary word: a proper name

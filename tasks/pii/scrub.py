@@ -108,6 +108,7 @@ def scrub_many(texts: list[str | None], settings: PIISettings) -> list[ScrubbedT
     require_salt(settings)  # before any work (and resolved here, so forked workers inherit it)
     if settings.processes <= 1 or len(texts) < 2000:
         return _scrub_chunk((texts, settings.model_dump_json()))
+    get_scrubber(settings)  # the gazetteers load once, here; forked workers inherit them
     size = -(-len(texts) // (settings.processes * 4))
     chunks = [(texts[i : i + size], settings.model_dump_json()) for i in range(0, len(texts), size)]
     import multiprocessing
