@@ -95,7 +95,8 @@ class RetrainConfig(BaseModel):
         return self
 
     def flat(self) -> dict[str, Any]:
-        """Dotted keys -> values, for MLflow params."""
+        """Dotted keys -> values, for MLflow params (the PII salt is not a key: it is read from
+        the environment or a Prefect Secret block, see tasks.pii.salt)."""
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
@@ -110,7 +111,6 @@ class RetrainConfig(BaseModel):
                 out[prefix] = value
 
         walk("", self.model_dump(mode="json", by_alias=True))
-        out.pop("pii.hash_salt", None)  # a secret, not a parameter
         return out
 
 

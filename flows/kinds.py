@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from flows.config import RetrainConfig
+from flows.timing import timed
 from tasks import stage_logger
 from tasks.adversarial import AdversarialResult, adversarial_task, robust_metrics
 from tasks.augment import AugmentResult, augment_task
@@ -129,27 +130,29 @@ class ClassificationKind(TaskKind):
     ) -> TrainingData:
         """Augment the training split (near-duplicates of val/test dropped), then add the
         adversarial flips found against the champion (else the base model with its head)."""
-        augmented = augment_task(
-            splits.train_path,
-            config.augment,
-            run_dir,
-            [splits.val_path, splits.test_path],
-            config.model.base_model,
-        )
+        with timed("augment"):
+            augmented = augment_task(
+                splits.train_path,
+                config.augment,
+                run_dir,
+                [splits.val_path, splits.test_path],
+                config.model.base_model,
+            )
         data = TrainingData(train_path=augmented.train_path, augmented=augmented)
         if not config.adversarial.enabled:
             return data
-        adversarial = adversarial_task(
-            data.train_path,
-            splits.test_path,
-            champion.model_dir,
-            config.model.base_model,
-            labels,
-            config.model.max_length,
-            config.adversarial,
-            run_dir / "adversarial",
-            config.model.device,
-        )
+        with timed("adversarial"):
+            adversarial = adversarial_task(
+                data.train_path,
+                splits.test_path,
+                champion.model_dir,
+                config.model.base_model,
+                labels,
+                config.model.max_length,
+                config.adversarial,
+                run_dir / "adversarial",
+                config.model.device,
+            )
         data.train_path, data.robust_path = adversarial.train_path, adversarial.robust_test_path
         data.adversarial = adversarial
         return data

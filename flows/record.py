@@ -59,6 +59,7 @@ class RetrainSummary(BaseModel):
     run_dir: str
     tracking_uri: str
     feedback: dict = {}  # batches (all merged), new_batches (first included by this run)
+    timings: dict[str, float] = {}  # seconds per stage (flows.timing.STAGES), 0.0 when skipped
 
 
 @dataclass
@@ -266,6 +267,11 @@ def record_adversarial(tracker: Tracker, adversarial: AdversarialResult | None) 
 def record_rows(tracker: Tracker, rows: dict[str, int], dataset_version: str) -> None:
     tracker.log_metrics({f"rows_{k}": v for k, v in rows.items()})
     tracker.set_tags({"tunegate.dataset_version": dataset_version})
+
+
+def record_timings(tracker: Tracker, timings: dict[str, float]) -> None:
+    """Seconds per stage as `timing/<stage>` metrics, beside the summary's `timings`."""
+    tracker.log_metrics({f"timing/{stage}": seconds for stage, seconds in timings.items()})
 
 
 def record_training(tracker: Tracker, trained: TrainResult, run_dir: Path) -> None:

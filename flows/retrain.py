@@ -43,8 +43,10 @@ from flows.record import (
     record_rows,
     record_split,
     record_summary,
+    record_timings,
     record_training,
 )
+from flows.timing import stage_seconds, start_timings, timed
 from flows.train_remote import train_on_pool
 from tasks.dataset import batches_to_quarantine, merge_feedback_task
 from tasks.evaluate import EvalResult
@@ -56,6 +58,7 @@ from tasks.locks import retrain_lock_name
 from tasks.metrics import shown_metrics, tagged_metrics
 from tasks.parity import parity_task, with_parity
 from tasks.pii import ScrubResult, scrub_task
+from tasks.pii.salt import require_salt
 from tasks.registry import (
     Champion,
     Registration,
@@ -80,6 +83,7 @@ def retrain(config: RetrainConfig, only_new_feedback: bool = False) -> RetrainSu
     feedback batch is pending, e.g. a queued run whose batches an earlier run already took.
     """
     logger = get_run_logger()
+    require_salt(config.pii)  # a run that hashes PII needs its secret salt before any work
     # Retrains of one registered model never overlap, whichever deployment started them
     # (`tunegate serve`/`deploy` create this limit with one slot; absent, it does not block).
     # The lock comes first: a feedback-triggered run looks for pending batches only once no
@@ -128,12 +132,14 @@ def _run_stages(
     config: RetrainConfig, run_dir: Path, tracker: Tracker, logger: logging.Logger
 ) -> RetrainSummary:
     """The recipe: each stage, then the record of what it returned."""
+    timings = start_timings()
     kind = kind_for(config)
     feedback, data = _prepare_data(config, run_dir)
     record_feedback(tracker, feedback)
     record_data(tracker, data, run_dir)
 
-    splits = split_task(data.accepted("data"), config.split, run_dir, data.accepted("test"))
+    with timed("split"):
+        splits = split_task(data.accepted("data"), config.split, run_dir, data.accepted("test"))
     record_split(tracker, splits, config.data.path)
 
     champion = fetch_champion(
@@ -145,23 +151,29 @@ def _run_stages(
     rows = _rows(data, splits, training, feedback)
     record_rows(tracker, rows, splits.dataset_version)
 
-    baseline = kind.baseline(config, splits, data.labels)
-    trained = _train(config, kind, training, splits, data.labels, run_dir, tracker, logger)
+    with timed("baseline"):
+        baseline = kind.baseline(config, splits, data.labels)
+    with timed("train"):
+        trained = _train(config, kind, training, splits, data.labels, run_dir, tracker, logger)
     record_training(tracker, trained, run_dir)
 
-    evaluation = _evaluate(
-        config, kind, trained.model_dir, splits, training, data.labels, champion, baseline
-    )
+    with timed("evaluate"):
+        evaluation = _evaluate(
+            config, kind, trained.model_dir, splits, training, data.labels, champion, baseline
+        )
     record_evaluation(tracker, evaluation, run_dir)
 
-    decision = _gate(config, evaluation, trained.model_dir, splits.test_path, run_dir)
+    with timed("gate"):
+        decision = _gate(config, evaluation, trained.model_dir, splits.test_path, run_dir)
     record_gate(tracker, decision, evaluation, champion.version, config.gate)
-    report_path, plots = _report(kind, evaluation, decision, run_dir)
+    with timed("evaluate"):  # the report belongs to the evaluation's cost
+        report_path, plots = _report(kind, evaluation, decision, run_dir)
     record_report(tracker, report_path, plots)
 
-    registration = _register(
-        config, tracker, trained.model_dir, splits, evaluation, decision, champion
-    )
+    with timed("register"):
+        registration = _register(
+            config, tracker, trained.model_dir, splits, evaluation, decision, champion
+        )
     summary = _summary(
         config,
         tracker,
@@ -174,6 +186,8 @@ def _run_stages(
         feedback,
         run_dir,
     )
+    summary.timings = stage_seconds(timings)
+    record_timings(tracker, summary.timings)
     _mark_feedback_included(config, feedback, tracker.run_id)
     record_summary(summary, evaluation, decision, report_path, config.gate)
     return summary
@@ -215,7 +229,8 @@ def _quarantine_bad_batches(
     `validate.max_quarantine_fraction`: the limit applies to the rest."""
     if feedback.source is None:
         return feedback
-    report = validate_task(config.data, config.validate_, cache, feedback.source)
+    with timed("validate"):
+        report = validate_task(config.data, config.validate_, cache, feedback.source)
     bad = batches_to_quarantine(
         report.sources,
         report.quarantined,
@@ -244,10 +259,12 @@ def _clean_file(
     refuse it as a whole when validation fails or more rows were quarantined than
     `validate.max_quarantine_fraction`."""
     where = "" if name == "data" else "data.test_path: "
-    report = validate_task(data, config.validate_, cache, feedback)
+    with timed("validate"):
+        report = validate_task(data, config.validate_, cache, feedback)
     if not report.passed:
         raise DataRefused(where + "; ".join(report.problems))
-    scrubbed = scrub_task(data, report, config.pii, cache, name)
+    with timed("scrub"):
+        scrubbed = scrub_task(data, report, config.pii, cache, name)
     # rows dropped by the PII stage count against the quarantine limit too
     fraction = scrubbed.rows_quarantined / max(scrubbed.rows_in, 1)
     if fraction > config.validate_.max_quarantine_fraction:

@@ -110,3 +110,187 @@ DATE = (
     r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"
 )
 DATE_ONLY = re.compile(rf"^{DATE}$", re.IGNORECASE)
+
+
+# --- Things that are not people: phrases, words of such phrases, and ordinary lower-case words.
+
+PAYMENT_BRANDS = word_list("payment_brands")
+# Lower-case nouns after a capitalised run that make it a modifier: "American Express card".
+THING_NOUNS = frozenset(word_list("thing_nouns"))
+# Words before a run that make it a thing or place, not a person: "the Czech Republic".
+DETERMINERS = frozenset(
+    "the a an my your our their his her its this that these those any every no some "
+    "in into within across throughout via".split()
+)
+
+
+def _faker_values(
+    kind: str, attrs: tuple[str, ...], locales: tuple[str, ...] | None = None
+) -> list[str]:
+    """Every string (or string inside a tuple/dict) of `attrs` in Faker's `kind` providers,
+    across `locales` (default: all): offline gazetteers of countries, currencies, places..."""
+    base = importlib.import_module(f"faker.providers.{kind}")
+    modules = [base] + [
+        f"faker.providers.{kind}.{d.name}"
+        for d in Path(base.__file__).parent.iterdir()
+        if d.is_dir() and not d.name.startswith("_") and (locales is None or d.name in locales)
+    ]
+    out: list[str] = []
+    for module in modules:
+        try:
+            provider = (
+                module if not isinstance(module, str) else importlib.import_module(module)
+            ).Provider
+        except Exception:  # noqa: BLE001 - a locale module that fails to import adds nothing
+            continue
+        for attr in attrs:
+            values = vars(provider).get(attr, ())
+            if isinstance(values, dict):
+                values = list(values) + list(values.values())
+            if not isinstance(values, list | tuple):
+                continue
+            for v in values:
+                parts = v if isinstance(v, list | tuple) else (v,)
+                out.extend(p for p in parts if isinstance(p, str))
+    return out
+
+
+# Locales whose place lists are read (Latin script; the detector works on romanised text).
+_WESTERN = tuple(
+    "en_US en_GB en_AU en_CA en_IE en_NZ en_IN de_DE de_AT de_CH fr_FR fr_CA fr_CH es_ES "
+    "es_MX it_IT nl_NL nl_BE pt_PT pt_BR pl_PL sv_SE da_DK no_NO fi_FI cs_CZ ro_RO tr_TR".split()
+)
+_ENGLISH = ("en_US", "en_GB", "en_AU", "en_CA", "en_IE", "en_NZ")
+
+
+@functools.lru_cache(maxsize=1)
+def thing_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
+    """(phrases, words): names of countries, currencies, cities, regions, banks, card brands,
+    company suffixes, months and weekdays, from Faker's providers (all locales) and the payment
+    brands list, lower-cased; and the capitalised words of those phrases that are not also in
+    the person-name gazetteers ("Republic", "Dollar", "Express"), which no person's name holds.
+    """
+    import faker.providers.credit_card as credit_card
+
+    raw = [
+        *_faker_values(
+            "address",
+            ("countries", "states", "provinces", "regions", "counties", "territories"),
+            _WESTERN,
+        ),
+        *_faker_values("currency", ("currencies", "cryptocurrencies")),
+        *_faker_values("bank", ("banks",)),
+        *_faker_values("company", ("company_suffixes",)),
+        *_faker_values("date_time", ("MONTH_NAMES", "DAY_NAMES")),
+        *(t.name for t in credit_card.Provider.credit_card_types.values()),
+        *PAYMENT_BRANDS,
+    ]
+    latin = re.compile(rf"^[{_UP}{_LO}A-Za-z0-9 .,'’&()/-]+$")
+
+    def clean(values: list[str]) -> set[str]:
+        out = {re.sub(r"\s+", " ", p).strip().lower() for p in values if latin.match(p)}
+        return out | {re.sub(r"\s*\(.*?\)|\s+\d+ digit$", "", p) for p in out}  # "VISA 16 digit"
+
+    phrases = clean(raw)
+    firsts, lasts = name_gazetteers()
+    words = {
+        w
+        for p in phrases
+        for w in re.findall(rf"[{_UP}{_LO}A-Za-z]+", p.title())
+        if len(w) > 2 and w not in firsts and w not in lasts
+    }
+    # cities and companies as whole phrases only: their words include surnames and are too
+    # many to rule out as parts of names
+    phrases |= clean(_faker_values("address", ("cities",), _WESTERN))
+    phrases |= clean(
+        _faker_values("company", ("companies", "large_companies", "company_names"), _WESTERN)
+    )
+    return frozenset(p for p in phrases if len(p) > 2), frozenset(words)
+
+
+@functools.lru_cache(maxsize=1)
+def ordinary_words() -> frozenset[str]:
+    """Lower-case words that are not names: Faker's English lorem list (~1,000 common words),
+    spaCy's stop words, the not-a-name list and the words of the thing gazetteer."""
+    from faker.providers.lorem.en_US import Provider as Lorem
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    words = set(Lorem.word_list) | set(STOP_WORDS) | {w.lower() for w in NOT_NAMES}
+    words |= {w.lower() for w in thing_gazetteer()[1]} | set(THING_NOUNS)
+    return frozenset(words)
+
+
+# Faker's street suffixes that are also everyday nouns after a number ("3 Day Pass", "5 Star
+# Club"): a house number before them says little, so they do not make an address.
+_NOT_STREET_TYPES = frozenset(
+    "Follow Little Lower Upper Part Rest Turn Well Wells Top End Key Keys Line Light Lights "
+    "Lock Locks Pass Ring Union Unions Front Ride Land Mission Formation Deviation Distributor "
+    "Trailer Reserve Station Loaf Dip Lees Mew Wade Brace Break Block Elbow Neck Rapid Rapids "
+    "Strip Spurs Club Center Centers Centre Point Points Island Islands Mall Port Ports Plain "
+    "Plains Sound Track Range Route Round Steps Stairs Cross Course Camp Lake Lakes Spring "
+    "Springs Fall Falls Field Fields Forest River Stream Beach Pocket Access Artery Entrance".split()
+)
+
+
+@functools.lru_cache(maxsize=1)
+def street_types() -> tuple[str, ...]:
+    """Street types ("Mews", "Quay", "Esplanade", ...) from Faker's English-locale address
+    providers plus the common abbreviations, longest first (for the regex alternation)."""
+    found = {
+        s
+        for s in _faker_values("address", ("street_suffixes", "street_suffixes_long"), _ENGLISH)
+        if re.fullmatch(r"[A-Z][a-z]+", s)
+    }
+    found -= _NOT_STREET_TYPES
+    found |= set("St Ave Rd Ln Dr Blvd Ct Pl Pkwy Sq Hwy Cir Ter Cres Cl Gdns Esp Pde".split())
+    found |= {"Street", "Avenue", "Road", "Lane", "Drive", "Close", "Crescent", "Mews", "Row"}
+    return tuple(sorted(found, key=lambda s: (-len(s), s)))
+
+
+@functools.lru_cache(maxsize=1)
+def company_suffixes() -> frozenset[str]:
+    """Lower-cased legal-form suffixes ("inc", "gmbh", "and sons", "s.a.") of every locale."""
+    found = {s.lower().strip() for s in _faker_values("company", ("company_suffixes",))}
+    return frozenset(s for s in found if s and latin_text(s))
+
+
+def latin_text(value: str) -> bool:
+    return re.fullmatch(rf"[{_UP}{_LO}A-Za-z0-9 .,'’&/-]+", value) is not None
+
+
+# Word endings of ordinary English words (verbs, adverbs, abstract nouns), rare in surnames.
+WORD_ENDINGS = (
+    "ing",
+    "ed",
+    "ly",
+    "tion",
+    "sion",
+    "ment",
+    "ness",
+    "able",
+    "ible",
+    "ful",
+    "less",
+    "ous",
+    "ive",
+    "ise",
+    "ize",
+    "ity",
+    "ance",
+    "ence",
+    "ary",
+    "ery",
+    "ship",
+    "ward",
+    "wise",
+)
+
+
+def word_shaped(token: str) -> bool:
+    """True when a lower-case token looks like an ordinary word rather than a surname."""
+    words = ordinary_words()
+    if token in words or token.endswith(WORD_ENDINGS) or len(token) < 3:
+        return True
+    return (token.endswith("s") and token[:-1] in words) or (
+        token.endswith("es") and token[:-2] in words
+    )

@@ -12,17 +12,26 @@ from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, Reco
 from presidio_analyzer.predefined_recognizers import IbanRecognizer, IpRecognizer, PhoneRecognizer
 
 from tasks.pii.patterns import (
+    _LO,
     CUES,
     DATE,
     DATE_ONLY,
+    DETERMINERS,
     NAME_TOKEN,
     NOT_NAMES,
     PARTICLE,
     SURNAME,
+    THING_NOUNS,
     TITLES,
+    company_suffixes,
     luhn_valid,
     name_gazetteers,
+    ordinary_words,
     stop_words,
+    street_types,
+    thing_gazetteer,
+    word_list,
+    word_shaped,
 )
 from tasks.pii.settings import PIISettings
 
@@ -45,18 +54,45 @@ class GroupedPhoneRecognizer(PatternRecognizer):
 
 
 class PersonNameRecognizer(EntityRecognizer):
-    """Titles, cue words, "Last, First", gazetteers and mid-sentence capitalised runs."""
+    """Titles, cue words, "Last, First", gazetteers and mid-sentence capitalised runs; a run
+    that reads as a thing (a country, currency, card brand, company, region) is left alone."""
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["PERSON"], name="PersonNameRecognizer")
         self.first_names, self.last_names = name_gazetteers()
+        self.lower_firsts = frozenset(n.lower() for n in self.first_names)
+        self.lower_lasts = frozenset(n.lower() for n in self.last_names)
         self.blocked = NOT_NAMES | stop_words()
+        self.thing_phrases, self.thing_words = thing_gazetteer()
+        self.suffixes = frozenset(x.replace(".", "") for x in company_suffixes())
+        self.ordinary = ordinary_words()
         run = rf"{NAME_TOKEN}(?:\s+(?:{PARTICLE}\s+)*{NAME_TOKEN}){{0,3}}"
         particled = rf"(?:{PARTICLE}\s+)*{run}"
+        lower = rf"[{_LO}][{_LO}'’-]+"
         self.titled = re.compile(rf"\b{TITLES}\s+({particled})")
+        # "ms. wang", "dr. okafor", "mr wang": a lower-case surname after a courtesy title
+        self.titled_lower = re.compile(
+            rf"(?<![\w.])(?i:(?:mr|mrs|ms|mx|miss|dr\.|prof\.))\.?\s+"
+            rf"((?:(?i:{PARTICLE})\s+)?{lower})(?:\s+({lower}))?"
+        )
         self.cued = re.compile(rf"(?i:\b{CUES})[:,]?\s+({particled})")
+        # lower-case names after the cues that name a person's role, not after verbs ("called
+        # twice", "named after")
+        role_cues = "|".join(
+            re.escape(c)
+            for c in word_list("cues")
+            if c not in ("called", "emailed", "name", "named")
+        )
+        self.cued_lower = re.compile(
+            rf"(?i:\b(?:{role_cues}))[:,]?\s+((?:(?i:{PARTICLE})\s+)?{lower})(?:\s+({lower}))?"
+        )
+        self.first_lower = re.compile(rf"(?<![\w'’-])({NAME_TOKEN})\s+({lower})(?![\w'’-])")
         self.last_first = re.compile(rf"\b({SURNAME}),\s+({NAME_TOKEN})(?:\s+({NAME_TOKEN}))?")
-        self.runs = re.compile(rf"(?<![\w'’-])({run})")
+        self.runs = re.compile(rf"(?<![\w'’/-])({run})(?![\w'’])")
+        self.firm = re.compile(
+            rf"(?<![\w'’-]){NAME_TOKEN}(?:(?:,\s+{NAME_TOKEN})+,?\s+(?:and|&|und|et|y|e)|\s+&)"
+            rf"\s+(?:{PARTICLE}\s+)*{NAME_TOKEN}(?![\w'’])"
+        )
 
     def load(self) -> None:  # nothing to load: patterns compile in __init__
         return None
@@ -72,6 +108,64 @@ class PersonNameRecognizer(EntityRecognizer):
             return None
         return start + tokens[0].start(), start + tokens[-1].end()
 
+    def _is_thing(self, text: str, start: int, end: int, context: bool = True) -> bool:
+        """A capitalised phrase that reads as a thing, not a person: by the gazetteers (the
+        whole phrase is a country, currency, card brand, city...; or a word of it occurs only
+        in such names: "Republic", "Dollar"), by a legal-form suffix after it ("... GmbH"), by
+        a product noun after it ("American Express card") and, with `context`, by a
+        determiner or place preposition before it ("the European Economic Area", "in Ivory").
+        """
+        phrase = text[start:end]
+        words = re.findall(r"[\w'’-]+", phrase)
+        if any(w in self.thing_words for w in words) or self._in_thing_phrase(text, start, end):
+            return True
+        after = text[end:].lstrip(" ,")
+        next_word = re.match(r"[\w.&]+(?:\s+\w+)?", after)
+        if next_word:
+            following = next_word.group().lower().replace("&", "and")
+            undotted = following.replace(".", "")
+            head = (undotted.split() or [""])[0]
+            if head in self.suffixes or undotted in self.suffixes:
+                return True
+            if following.split()[0] in THING_NOUNS:
+                return True
+        if context:
+            before = re.search(r"(\w+)\s+$", text[max(0, start - 20) : start])
+            if before and before.group(1).lower() in DETERMINERS:
+                return True
+        return False
+
+    def _in_thing_phrase(self, text: str, start: int, end: int) -> bool:
+        """The span, alone or with up to 4 words either side, is a gazetteer phrase ("Chase
+        UK", "Bank of London and The Middle East")."""
+        left = text[:start]
+        befores = [start]
+        for _ in range(4):
+            m = re.search(r"\S+\s+$", left)
+            if not m:
+                break
+            left = left[: m.start()]
+            befores.append(m.start())
+        afters = [end]
+        for m in re.finditer(r"\s+[^\s,.;:!?]+", text[end:]):
+            if len(afters) > 4 or m.start() != afters[-1] - end:
+                break
+            afters.append(end + m.end())
+        return any(text[b:a].strip().lower() in self.thing_phrases for b in befores for a in afters)
+
+    def _firm_spans(self, text: str) -> list[tuple[int, int]]:
+        """ "Stewart, Campbell and Baker": capitalised words in a list closed by "and" are a
+        firm's name (or a list of places), not one person."""
+        return [m.span() for m in self.firm.finditer(text)]
+
+    def _lower_names(self, first: str, second: str | None) -> int:
+        """How many of the lower-case tokens after a title or cue are name-like (0, 1, 2)."""
+        if word_shaped(first.split()[-1]):
+            return 0
+        if second and not word_shaped(second):
+            return 2
+        return 1
+
     def analyze(self, text, entities, nlp_artifacts=None):  # noqa: ANN001, ANN201
         results = []
 
@@ -81,17 +175,50 @@ class PersonNameRecognizer(EntityRecognizer):
 
         for m in self.titled.finditer(text):  # after a title, any capitalised run
             add((m.start(), m.end(1)), 0.85)
+        for m in self.titled_lower.finditer(text):
+            n = self._lower_names(m.group(1), m.group(2))
+            if n:
+                add((m.start(), m.end(n)), 0.7)
         for m in self.cued.finditer(text):
-            add(self._trim(text, m.start(1), m.end(1)), 0.7)
+            span = self._trim(text, m.start(1), m.end(1))
+            if span and not self._is_thing(text, *span, context=False):
+                add(span, 0.7)
+        for m in self.cued_lower.finditer(text):
+            n = self._lower_names(m.group(1), m.group(2))
+            if n:
+                add((m.start(1), m.end(n)), 0.6)
+        for m in self.first_lower.finditer(text):
+            # "Maria garcía": a known first name, then a lower-case surname
+            first, last = m.group(1), m.group(2)
+            if self._in_thing_phrase(text, m.start(1), m.end(2)):
+                continue
+            if first in self.blocked or word_shaped(last):
+                continue
+            mid_sentence = not re.search(r"(?:^|[.!?:;\n])\s*$", text[: m.start(1)])
+            if first in self.first_names and not self._is_thing(text, m.start(1), m.end(2)):
+                add((m.start(1), m.end(2)), 0.6 if last in self.lower_lasts else 0.45)
+            elif (
+                mid_sentence
+                and not word_shaped(first.lower())
+                and not self._is_thing(text, m.start(1), m.end(2))
+            ):
+                add((m.start(1), m.end(2)), 0.4)  # "my husband Oyelaran babatunde"
         for m in self.last_first.finditer(text):
             last, first = m.group(1).split()[-1], m.group(2)
             if first in self.blocked or last in self.blocked:
+                continue
+            if re.match(r"\s+(?:and|&|und|et|y|e)\s+[A-Z]", text[m.end() :]):
+                continue  # "Dease, Cogan and Connaughton": a firm of partners
+            if self._is_thing(text, m.start(), m.end()):
                 continue
             if first in self.first_names or last in self.last_names:
                 add((m.start(), m.end()), 0.8)
             else:  # unseen names in "Last, First" order: weaker evidence
                 add((m.start(), m.end()), 0.5)
+        firms = self._firm_spans(text)
         for m in self.runs.finditer(text):
+            if any(m.start(1) < fe and m.end(1) > fs for fs, fe in firms):
+                continue
             words = m.group(1).split()
             names = [w for w in words if w[:1].isupper()]
             known_first = names[0] in self.first_names
@@ -99,6 +226,8 @@ class PersonNameRecognizer(EntityRecognizer):
             sentence_start = m.start() == 0 or bool(
                 re.search(r"[.!?:;\n]\s*$", text[max(0, m.start() - 3) : m.start()])
             )
+            if self._is_thing(text, m.start(1), m.end(1)):
+                continue
             if len(names) == 1:
                 # A lone capitalised word is a name only as a known first name mid-sentence.
                 if known_first and not sentence_start and names[0] not in self.blocked:
@@ -111,13 +240,15 @@ class PersonNameRecognizer(EntityRecognizer):
                 inner = text[span[0] : span[1]].split()
                 if len(inner) < 2 or any(w in self.blocked for w in inner):
                     continue
-                add(span, 0.6)
+                if not self._is_thing(text, *span):
+                    add(span, 0.6)
                 continue
             if names[0] in self.blocked:
                 span = self._trim(text, m.start(1), m.end(1))
                 if span and len(text[span[0] : span[1]].split()) >= 2:
                     inner = text[span[0] : span[1]].split()
-                    if inner[0] in self.first_names or any(w in self.last_names for w in inner):
+                    named = inner[0] in self.first_names or any(w in self.last_names for w in inner)
+                    if named and not self._is_thing(text, *span):
                         add(span, 0.6)
                 continue
             # two or more capitalised tokens, none an ordinary word: a proper name
@@ -162,6 +293,13 @@ def build(settings: PIISettings) -> list:
             )
         ],
     )
+    types = "|".join(re.escape(t) for t in street_types())
+    lower_types = "|".join(
+        re.escape(t.lower())
+        for t in street_types()
+        if len(t) > 3 and t.lower() not in ordinary_words()
+    )
+    stop = "the|a|an|of|to|in|on|at|for|and|or|my|your|our|their|his|her|by|from|with|per"
     street = PatternRecognizer(
         supported_entity="STREET_ADDRESS",
         name="StreetAddressRecognizer",
@@ -173,11 +311,15 @@ def build(settings: PIISettings) -> list:
             ),
             Pattern(
                 "number_street",
-                r"\b\d{1,6}[A-Za-z]?\s+(?:[A-Z][a-z]+\s+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|"
-                r"Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Parkway|Pkwy|"
-                r"Square|Sq|Highway|Hwy|Circle|Cir|Trail|Close|Crescent)\b\.?"
+                rf"\b\d{{1,6}}[A-Za-z]?\s+(?:[A-Z][\w'’]*\.?\s+){{1,4}}(?:{types})\b\.?"
                 r"(?:,?\s+(?:Apt|Suite|Unit|#)\.?\s*\w+)?",
                 0.6,
+            ),
+            Pattern(  # "12 kingfisher mews": lower case, the less ambiguous street types only
+                "number_street_lower",
+                rf"\b\d{{1,5}}[a-z]?\s+(?:(?!(?:{stop})\b)[a-z][a-z'’]+\s+){{1,3}}"
+                rf"(?:{lower_types})\b",
+                0.5,
             ),
             Pattern(
                 "number_first_eu",

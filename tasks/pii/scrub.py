@@ -25,6 +25,7 @@ from tasks.dataset import load_dataset
 from tasks.load import DataSettings, LoadedData, read_records, write_records, write_rows
 from tasks.pii.audit import PIIAudit
 from tasks.pii.engine import get_scrubber
+from tasks.pii.salt import hash_salt, require_salt, salt_fingerprint
 from tasks.pii.settings import PLACEHOLDER_NAMES, Operator, PIISettings
 from tasks.progress import Progress
 from tasks.validate import ValidationReport
@@ -56,7 +57,7 @@ def replace_spans(text: str, spans: list, settings: PIISettings) -> tuple[str, C
         if op is Operator.mask:
             replacement = re.sub(r"\w", "*", value)
         elif op is Operator.hash:
-            digest = hashlib.sha256((settings.hash_salt + value).encode()).hexdigest()[:10]
+            digest = hashlib.sha256((hash_salt(settings) + value).encode()).hexdigest()[:10]
             replacement = f"<{tag}_{digest}>"
         else:
             drop = drop or op is Operator.drop_row
@@ -107,8 +108,10 @@ def _scrub_chunk(args: tuple[list[str | None], str]) -> list[ScrubbedText | None
 
 def scrub_many(texts: list[str | None], settings: PIISettings) -> list[ScrubbedText | None]:
     """Scrub a batch; batches of 2,000+ texts use `settings.processes` worker processes."""
+    require_salt(settings)  # before any work (and resolved here, so forked workers inherit it)
     if settings.processes <= 1 or len(texts) < 2000:
         return _scrub_chunk((texts, settings.model_dump_json()))
+    get_scrubber(settings)  # the gazetteers load once, here; forked workers inherit them
     size = -(-len(texts) // (settings.processes * 4))
     chunks = [(texts[i : i + size], settings.model_dump_json()) for i in range(0, len(texts), size)]
     import multiprocessing
@@ -453,6 +456,7 @@ def scrub_cache_key(data: DataSettings, settings: PIISettings, report: Validatio
     digest.update(file_digest(data.path).encode())
     digest.update(data.model_dump_json(exclude={"path", "test_path"}).encode())
     digest.update(settings.model_dump_json().encode())
+    digest.update(salt_fingerprint(settings).encode())  # a new salt must not reuse old hashes
     digest.update(json.dumps(report.accepted_lines).encode())
     digest.update(json.dumps(report.feedback.batches if report.feedback else []).encode())
     return digest.hexdigest()[:24]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ENTITY_TYPES = [
     "PERSON",
@@ -66,8 +66,10 @@ class PIISettings(BaseModel):
         default_factory=dict,
         description="Per entity type: placeholder, mask, hash or drop_row (others: placeholder).",
     )
-    hash_salt: str = Field(
-        default="tunegate", description="Salt for the hash operator; set your own secret."
+    salt_secret_block: str | None = Field(
+        default=None,
+        description="Prefect Secret block holding the hash operator's salt, when the "
+        "TUNEGATE_PII_SALT variable is not set (the salt itself is never a config key).",
     )
     residual_action: Literal["quarantine", "fail"] = Field(
         default="quarantine",
@@ -99,6 +101,17 @@ class PIISettings(BaseModel):
     processes: int = Field(
         default=2, ge=1, le=16, description="Worker processes for batches of 2,000+ records."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_salt_in_config(cls, value: object) -> object:
+        if isinstance(value, dict) and "hash_salt" in value:
+            raise ValueError(
+                "pii.hash_salt: no longer a config key (config values travel in Prefect and "
+                "MLflow parameters); remove it and export TUNEGATE_PII_SALT, or set "
+                "pii.salt_secret_block to a Prefect Secret block's name"
+            )
+        return value
 
     @field_validator("entities")
     @classmethod

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.config import load_config
 from flows.retrain import retrain
+from flows.timing import STAGES
 from tests.helpers.demo_data import write_demo_subset
 
 pytestmark = pytest.mark.integration
@@ -215,6 +216,9 @@ def test_retrain_end_to_end_then_against_champion(prefect_backend, tmp_path):
     assert (Path(first.run_dir) / "data_quarantine.jsonl").read_text().count("APP-PII-3") == 1
     run_after = client.get_run(first.mlflow_run_id)
     assert run_after.data.metrics["rows_in"] == len(rows)
+    # every stage's cost: in the summary (all ten stages) and as timing/<stage> metrics
+    assert list(first.timings)[:10] == list(STAGES) and first.timings["train"] > 0
+    assert run_after.data.metrics["timing/train"] == first.timings["train"]
     assert any(k.startswith("pii/data/narrative/") for k in run_after.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(first.mlflow_run_id, "data_docs")}
     assert "data_docs/index.html" in artifacts

@@ -70,7 +70,8 @@ def test_luhn():
     assert not luhn_valid("4111111111111112")
 
 
-def test_operators_per_entity_type():
+def test_operators_per_entity_type(monkeypatch):
+    monkeypatch.setenv("TUNEGATE_PII_SALT", "unit-test-salt-0123456789")
     settings = PIISettings(
         operators={"EMAIL_ADDRESS": "mask", "US_SSN": "hash", "PHONE_NUMBER": "placeholder"}
     )

@@ -161,6 +161,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     """Scrub every text value of IN into OUT and print the audit (counts only)."""
     from tasks.load import DataReadError, detect_format
     from tasks.pii import PIISettings, scrub_file
+    from tasks.pii.salt import MissingSalt
 
     settings = load_part(args, "pii", PIISettings)
     try:
@@ -168,6 +169,8 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         audit = scrub_file(Path(args.input), Path(args.out), settings)
     except DataReadError as exc:
         raise CLIError(f"data error: {exc}", 2) from None
+    except MissingSalt as exc:
+        raise CLIError(f"config error: {exc}", 2) from None
     data = audit.as_dict()
     print(
         f"scrubbed {data['records']} records into {args.out} "

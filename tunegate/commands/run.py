@@ -22,7 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _preflight(config: RetrainConfig) -> None:
     """Read the data files once before the flow starts: unreadable input is refused here."""
     from tasks.load import DataReadError, read_records
+    from tasks.pii.salt import MissingSalt, require_salt
     from tasks.validate import ValidationFailed, check_columns
+
+    try:
+        require_salt(config.pii)
+    except MissingSalt as exc:
+        raise CLIError(f"config error: {exc}", 2) from None
 
     for key, path in (("data.path", config.data.path), ("data.test_path", config.data.test_path)):
         if path is None:
@@ -87,6 +93,9 @@ def render_summary(summary) -> str:  # noqa: ANN001 - RetrainSummary
     lines.append(
         f"model            {model['name']} v{model['version']} aliases={model['aliases']} ({model['note']})"
     )
+    timings = getattr(summary, "timings", None) or {}
+    if timings:
+        lines.append("timings (s)      " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     lines.append(f"mlflow run       {summary.mlflow_run_id}")
     lines.append(f"run files        {summary.run_dir}")
     lines.append("")

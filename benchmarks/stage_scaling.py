@@ -1,0 +1,161 @@
+"""Scale check of the data stages: validate, scrub, split, augment and the adversarial search
+(default budget, against the embedded base model) at 2k, 10k and 50k rows of the 40-intent
+generator (`tunegate/demo_data/intents.py`), seconds per stage per size.
+
+Headline: the worst stage's growth exponent between the two largest sizes,
+log(t_large / t_small) / log(n_large / n_small): 1.0 is linear, 2.0 quadratic (goal <= 1.1).
+Each stage runs the same function the flow's task calls, on the previous stage's output, in
+this process pinned to 2 cores; the ratio within one run is the figure (a loaded machine slows
+every size alike, so the exponent survives load better than the seconds do).
+
+    PYTHONPATH=. python benchmarks/stage_scaling.py --adversarial-test-rows 200 \
+        --out benchmarks/stage_scaling.txt          # 2k,10k,50k: ~8 min on 2 idle cores
+    STAGE_SCALING_SIZES=500,2000 PYTHONPATH=. python benchmarks/stage_scaling.py   # quick
+
+With the default robustness slice (the whole test split: 5,000 rows at 50k) the adversarial
+stage alone takes ~20-30 min at 50k rows; it is linear in the test split by construction (each
+row is attacked alone), so the capped run checks the other stages' growth in minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+STAGES = ("validate", "scrub", "split", "augment", "adversarial")
+
+
+def run_size(n: int, work: Path, adversarial_test_rows: int | None) -> dict[str, float]:
+    """Seconds per data stage on `n` generated rows."""
+    from tasks.adversarial import AdversarialSettings, adversarial_task
+    from tasks.augment import AugmentSettings
+    from tasks.augment.frame import augment_file
+    from tasks.load import DataSettings
+    from tasks.models import ModelSettings
+    from tasks.pii import PIISettings, scrub_dataset
+    from tasks.split import SplitSettings, write_splits
+    from tasks.validate import ValidateSettings, validate_file
+    from tunegate.demo_data.intents import INTENTS, generate_intents
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "intents.jsonl"
+    with path.open("w") as fh:
+        for row in generate_intents(n=n, seed=0):
+            fh.write(json.dumps(row) + "\n")
+    data = DataSettings(
+        path=path, text_column="utterance", label_column="intent", labels=sorted(INTENTS)
+    )
+    model = ModelSettings()
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):  # noqa: ANN001, ANN202
+        began = time.perf_counter()
+        out = fn(*args)
+        seconds[stage] = time.perf_counter() - began
+        return out
+
+    report = timed("validate", validate_file, data, ValidateSettings(), work / "validate")
+    scrubbed = timed("scrub", scrub_dataset, data, report, PIISettings(), work / "scrub", "data")
+    splits = timed(
+        "split", write_splits, scrubbed.accepted_path, SplitSettings(), work / "splits", None
+    )
+    augmented = timed(
+        "augment",
+        augment_file,
+        splits.train_path,
+        AugmentSettings(),
+        work / "augment" / "train_augmented.parquet",
+        [splits.val_path, splits.test_path],
+        model.base_model,
+    )
+    timed(
+        "adversarial",
+        adversarial_task.fn,
+        augmented.train_path,
+        splits.test_path,
+        None,
+        model.base_model,
+        sorted(INTENTS),
+        model.max_length,
+        AdversarialSettings(max_test_examples=adversarial_test_rows),
+        work / "adversarial",
+        "cpu",
+    )
+    return seconds
+
+
+def exponent(small: tuple[int, float], large: tuple[int, float]) -> float:
+    (n1, t1), (n2, t2) = small, large
+    return math.log(max(t2, 1e-3) / max(t1, 1e-3)) / math.log(n2 / n1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default=os.environ.get("STAGE_SCALING_SIZES", "2000,10000,50000")
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--adversarial-test-rows",
+        type=int,
+        default=int(os.environ.get("STAGE_SCALING_ADVERSARIAL_TEST_ROWS", 0)) or None,
+        help="cap the robustness slice (default: the setting's default, the whole test split; "
+        "its cost is linear, ~0.2-0.4 s per test row, and dominates at 50k rows)",
+    )
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
+    from tasks.pii import PIISettings, get_scrubber
+
+    began = time.perf_counter()
+    get_scrubber(PIISettings())  # one-off per process (Presidio, gazetteers): not per row
+    startup = time.perf_counter() - began
+    print(f"scrubber start-up (once per process, not in the table): {startup:.1f}s")
+    table: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="stage-scaling-") as tmp:
+        for n in sizes:
+            table[n] = run_size(n, Path(tmp) / str(n), args.adversarial_test_rows)
+            print(f"{n} rows: " + ", ".join(f"{k}={v:.1f}s" for k, v in table[n].items()))
+    lines = [
+        f"data stages, seconds per size (2 cores; load average {os.getloadavg()[0]:.1f}); "
+        f"scrubber start-up {startup:.1f}s once before the table; adversarial test slice: "
+        f"{args.adversarial_test_rows or 'whole test split (default)'}",
+        f"{'stage':<14}" + "".join(f"{n:>10}" for n in sizes) + f"{'exponent':>10}",
+    ]
+    small, large = sizes[-2], sizes[-1]
+    exponents = {}
+    for stage in STAGES:
+        exponents[stage] = exponent((small, table[small][stage]), (large, table[large][stage]))
+        lines.append(
+            f"{stage:<14}"
+            + "".join(f"{table[n][stage]:>10.1f}" for n in sizes)
+            + f"{exponents[stage]:>10.2f}"
+        )
+    worst = max(exponents, key=exponents.get)
+    lines += [
+        "",
+        f"growth exponent between {small} and {large} rows: log(t{large}/t{small})/log"
+        f"({large}/{small}); worst stage: {worst}",
+        f"stage_scaling_exponent: {exponents[worst]:.2f}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
