@@ -22,6 +22,7 @@ from tasks.load import SUPPORTED_SUFFIXES, DataSettings
 from tasks.models import ModelSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
+from tasks.search import SearchSettings
 from tasks.split import SplitSettings
 from tasks.storage import StorageSettings
 from tasks.train import LoraSettings, TrainSettings
@@ -42,6 +43,7 @@ class RetrainConfig(BaseModel):
     model: ModelSettings = Field(default_factory=ModelSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     mlflow: MLflowSettings = Field(default_factory=MLflowSettings)

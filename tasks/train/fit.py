@@ -29,6 +29,7 @@ from tasks.train.data import TrainData, build_datasets
 from tasks.train.history import HISTORY_STREAM, last_complete_checkpoint, overfitting_message
 from tasks.train.metrics import macro_f1, mean_rouge
 from tasks.train.model import check_runtime, load_model, precision_flags, save_model
+from tasks.train.pruning import pruning_callback
 from tasks.train.settings import TrainJob, TrainResult
 
 
@@ -134,6 +135,7 @@ def build_trainer(
         callbacks=[
             HistoryStream(Path(job.out_dir) / HISTORY_STREAM, job.train.overfit_patience),
             EarlyStoppingCallback(early_stopping_patience=job.train.early_stopping_patience),
+            *([pruning_callback(job.trial, data.metric)] if job.trial else []),
         ],
     )
     if rouge is not None:

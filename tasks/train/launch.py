@@ -26,6 +26,7 @@ from tasks import stage_logger
 from tasks.models import resolve_base_model
 from tasks.train.history import HISTORY_STREAM, last_complete_checkpoint
 from tasks.train.model import check_runtime
+from tasks.train.pruning import TrialPruned, was_pruned
 from tasks.train.settings import OOM_HINT, TrainingError, TrainJob, TrainResult, TrainSettings
 
 WORKER_MODULE = "tasks.train.worker"
@@ -146,6 +147,8 @@ def run_training(
     command = launch_command(spec_path, job.train)
     returncode = _run_worker(command, log_path, HistoryForwarder(stream, sink, on_event))
     if returncode != 0:
+        if was_pruned(out_dir):  # a search trial its pruner stopped: not a failure
+            raise TrialPruned(json.loads((out_dir / "error.json").read_text())["message"])
         raise TrainingError(_failure_message(out_dir, returncode, log_path))
     return TrainResult.model_validate_json((out_dir / "result.json").read_text())
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tasks.models import ModelError
 from tasks.train.fit import fit
+from tasks.train.pruning import PRUNED_EXIT, PRUNED_KIND, TrialPruned
 from tasks.train.settings import OOM_HINT, TrainJob
 
 
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(job.out_dir)
     try:
         fit(job)
+    except TrialPruned as exc:  # the search's pruner stopped it: an expected end
+        _error(out_dir, PRUNED_KIND, str(exc))
+        return PRUNED_EXIT
     except ModelError as exc:  # TrainingError and every model-loading error: one line
         _error(out_dir, "config", str(exc))
         return 2
