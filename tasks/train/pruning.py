@@ -29,15 +29,19 @@ class TrialPruned(TrainingError):
 
 
 def make_pruner(kind: str, startup_trials: int, warmup_evals: int) -> Any:  # noqa: ANN401
-    """The Optuna pruner for `search.pruner` (median | hyperband | none)."""
+    """The Optuna pruner for `search.pruner` (median | hyperband | none).
+
+    Steps count evaluations from 1, so a trial that must get `warmup_evals` evaluations first
+    becomes prunable at step `warmup_evals + 1`.
+    """
     import optuna
 
     if kind == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=startup_trials, n_warmup_steps=warmup_evals
+            n_startup_trials=startup_trials, n_warmup_steps=warmup_evals + 1
         )
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(warmup_evals, 1))
+        return optuna.pruners.HyperbandPruner(min_resource=warmup_evals + 1)
     return optuna.pruners.NopPruner()
 
 
