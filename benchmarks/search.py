@@ -142,7 +142,7 @@ def main() -> None:
     storage = out / "prefect-storage"
     with (
         temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
-        prefect_test_harness(server_startup_timeout=120),
+        prefect_test_harness(server_startup_timeout=600),
     ):
         unpruned_cfg = load_config(None, [*base, "search.pruner=none"])
         results["unpruned"] = search_arm(unpruned_cfg, "unpruned")
