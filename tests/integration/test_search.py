@@ -138,6 +138,7 @@ def test_search_prunes_tracks_registers_best_and_resumes(prefect_backend, tmp_pa
         [parent.info.experiment_id],
         filter_string=f"tags.`tunegate.search.study` = '{search['study_name']}'",
     )
-    assert len(again) == 4
+    trial_runs = [r for r in again if "tunegate.search.trial" in r.data.tags]
+    assert sorted(int(r.data.tags["tunegate.search.trial"]) for r in trial_runs) == [0, 1, 2, 3]
     assert second.model["version"] == "2"
     assert _registered_weights(uri, "tiny-search", "2", tmp_path / "dl2") == _sha(best_weights)
