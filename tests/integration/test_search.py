@@ -2,7 +2,7 @@
 
 Pruning is forced deterministically: the space is two learning rates, one that learns the task
 in an epoch and one (1e-7) that cannot move the weights, drawn by a seeded random sampler in the
-order good, good, bad, good (seed 6); the median pruner, free to prune from the first
+order good, good, bad, good (seed 6); the median pruner, free to prune from the second
 evaluation once a trial completed, must stop the bad one. A second run on the same data and
 config resumes the study: its budget is spent, so it runs no trial and registers the same
 adapter.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from flows.config import load_config
@@ -31,7 +32,7 @@ CUES = {
     "login": ["password", "locked out", "sign in"],
 }
 FILLER = "please could you help me with my order today thanks a lot".split()
-GOOD_LR, BAD_LR = 0.003, 1.0e-7
+GOOD_LR, BAD_LR = 0.02, 1.0e-7
 
 
 def _rows(n: int, seed: int) -> list[dict]:
@@ -58,6 +59,7 @@ def test_search_prunes_tracks_registers_best_and_resumes(prefect_backend, tmp_pa
     rows = _rows(300, seed=1)
     data = tmp_path / "tickets.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.manual_seed(0)  # the random weights, so the learning curves are the same every run
     model = build_tiny_bert(tmp_path / "bert", [r["text"] for r in rows])
     uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
     overrides = [
@@ -73,15 +75,15 @@ def test_search_prunes_tracks_registers_best_and_resumes(prefect_backend, tmp_pa
         "gate.min_margin_over_baseline=-1",
         "gate.max_latency_s=600",
         "train.method=full",
-        "train.epochs=2",
-        "train.batch_size=16",
+        "train.epochs=3",
+        "train.batch_size=8",
         "train.warmup_fraction=0",
         "search.enabled=true",
         "search.trials=4",
         "search.sampler=random",
         "search.seed=6",
         "search.startup_trials=1",
-        "search.warmup_evals=0",
+        "search.warmup_evals=1",
         f"search.space={{learning_rate: {{type: categorical, choices: [{GOOD_LR}, {BAD_LR}]}}}}",
         f"mlflow.tracking_uri={uri}",
         f"mlflow.artifact_location={tmp_path}/mlflow/artifacts",
@@ -115,13 +117,16 @@ def test_search_prunes_tracks_registers_best_and_resumes(prefect_backend, tmp_pa
     states = {n: r.data.tags["tunegate.search.state"] for n, r in by_number.items()}
     assert states == {0: "complete", 1: "complete", 2: "pruned", 3: "complete"}
     assert float(by_number[2].data.params["train.learning_rate"]) == BAD_LR
-    # curves by step in every trial; the pruned one stopped after its first evaluation
+    # curves by step in every trial; the pruned one stopped after its second evaluation (the
+    # first may not prune: warmup_evals=1, and the good rate is still behind after one epoch)
     evals = {
         n: client.get_metric_history(r.info.run_id, "train/eval_f1_macro")
         for n, r in by_number.items()
     }
-    assert [len(evals[n]) for n in range(4)] == [2, 2, 1, 2]
-    assert search["best_validation_metric"] > evals[2][0].value  # the pruned one was behind
+    assert [len(evals[n]) for n in range(4)] == [3, 3, 2, 3]
+    assert search["best_validation_metric"] > max(
+        m.value for m in evals[2]
+    )  # the pruned one was behind
 
     study_dir = Path(config.work_dir).resolve() / "search" / search["study_name"]
     best_weights = study_dir / f"trial-{search['best_trial']:03d}" / "model" / "model.safetensors"
