@@ -1,9 +1,10 @@
 """The search stage inside the whole retrain flow, on a tiny random BERT and a keyword task.
 
-Pruning is forced deterministically: the space is two learning rates, one that learns the task
-in an epoch and one (1e-7) that cannot move the weights, drawn by a seeded random sampler in the
-order good, good, bad, good (seed 6); the median pruner, free to prune from the second
-evaluation once a trial completed, must stop the bad one. A second run on the same data and
+Pruning is forced deterministically: the tiny model's weights are seeded and the space is two
+learning rates, one (1e-7) that keeps the random model's score and one (0.5) that collapses the
+model onto one class, drawn by a seeded random sampler in the order keep, keep, collapse, keep
+(seed 6); the median pruner, free to prune from the second evaluation once a trial completed,
+must stop the collapsing one. A second run on the same data and
 config resumes the study: its budget is spent, so it runs no trial and registers the same
 adapter.
 """
@@ -32,7 +33,9 @@ CUES = {
     "login": ["password", "locked out", "sign in"],
 }
 FILLER = "please could you help me with my order today thanks a lot".split()
-GOOD_LR, BAD_LR = 0.02, 1.0e-7
+# KEEP barely moves the seeded random weights (their score holds); DIVERGE collapses the model
+# onto one class, whose macro-F1 is the lowest a 3-class model can score near balanced data.
+GOOD_LR, BAD_LR = 1.0e-7, 0.5
 
 
 def _rows(n: int, seed: int) -> list[dict]:
@@ -84,7 +87,8 @@ def test_search_prunes_tracks_registers_best_and_resumes(prefect_backend, tmp_pa
         "search.seed=6",
         "search.startup_trials=1",
         "search.warmup_evals=1",
-        f"search.space={{learning_rate: {{type: categorical, choices: [{GOOD_LR}, {BAD_LR}]}}}}",
+        # YAML reads 1e-07 as a string: spell the floats out
+        "search.space={learning_rate: {type: categorical, choices: [1.0e-7, 0.5]}}",
         f"mlflow.tracking_uri={uri}",
         f"mlflow.artifact_location={tmp_path}/mlflow/artifacts",
         "mlflow.registered_model=tiny-search",
