@@ -25,6 +25,7 @@ from tasks.models import ModelSettings
 from tasks.monitor import MonitorSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
+from tasks.search import SearchSettings
 from tasks.serving import ServingSettings
 from tasks.split import SplitSettings
 from tasks.storage import StorageSettings
@@ -46,6 +47,7 @@ class RetrainConfig(BaseModel):
     model: ModelSettings = Field(default_factory=ModelSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     mlflow: MLflowSettings = Field(default_factory=MLflowSettings)

@@ -29,6 +29,7 @@ from tasks.gate import GateDecision, GateSettings, Interval
 from tasks.metrics import name_keys, per_class_metrics
 from tasks.pii import ScrubResult
 from tasks.report import cell, gate_targets, md, save_json, table_keys
+from tasks.search import SearchResult
 from tasks.split import SplitResult
 from tasks.train import TrainResult, plot_history
 from tasks.validate import ValidationReport
@@ -60,6 +61,7 @@ class RetrainSummary(BaseModel):
     tracking_uri: str
     feedback: dict = {}  # batches (all merged), new_batches (first included by this run)
     timings: dict[str, float] = {}  # seconds per stage (flows.timing.STAGES), 0.0 when skipped
+    search: dict | None = None  # tasks.search.SearchResult when search.enabled, else None
 
 
 @dataclass
@@ -282,6 +284,46 @@ def record_training(tracker: Tracker, trained: TrainResult, run_dir: Path) -> No
     tracker.set_tags({f"train.runtime.{k}": v for k, v in trained.runtime.items()})
     if trained.overfitting_warning:
         tracker.set_tags({"tunegate.overfitting_warning": trained.overfitting_warning})
+
+
+def record_search(
+    tracker: Tracker, result: SearchResult, trials: list[dict], run_dir: Path
+) -> None:
+    """The search's figures as metrics, the best parameters as tags, the plots, `search.json`
+    (the summary's `search`) and a Prefect table of this run's trials."""
+    tracker.log_metrics(
+        {
+            "search/trials_run": result.trials_run,
+            "search/pruned": result.pruned,
+            "search/failed": result.failed,
+            "search/trials_in_study": result.trials_in_study,
+            "search/best_validation": result.best_validation_metric,
+            "search/wall_seconds": result.wall_seconds,
+        }
+    )
+    tracker.set_tags(
+        {
+            "tunegate.search.study": result.study_name,
+            "tunegate.search.best_trial": result.best_trial,
+            **{f"tunegate.search.best.{k}": v for k, v in result.best_params.items()},
+        }
+    )
+    (run_dir / "search").mkdir(parents=True, exist_ok=True)
+    path = save_json(result.model_dump(), run_dir / "search" / "search.json")
+    tracker.log_artifact(path, "search")
+    for plot in result.plots:
+        tracker.log_artifact(Path(plot), "search")
+    if trials:
+        create_table_artifact(
+            [
+                {k: t[k] for k in ("number", "state", "value", "seconds", "mlflow_run_id")}
+                for t in trials
+            ],
+            key="search-trials",
+            description=f"Trials of study {result.study_name} run by this retrain "
+            f"(best: trial {result.best_trial}, validation {result.metric} "
+            f"{result.best_validation_metric:.4f})",
+        )
 
 
 def record_evaluation(tracker: Tracker, evaluation: Evaluation, run_dir: Path) -> None:

@@ -46,6 +46,7 @@ from flows.record import (
     record_timings,
     record_training,
 )
+from flows.search import run_search, search_plots, search_summary
 from flows.timing import stage_seconds, start_timings, timed
 from flows.train_remote import train_on_pool
 from tasks.dataset import batches_to_quarantine, merge_feedback_task
@@ -315,6 +316,8 @@ def _train(
         train=config.train,
         out_dir=run_dir / "train",
     )
+    if config.search.enabled:  # an Optuna study; its best trial is the candidate
+        return run_search(config, job, tracker, splits.dataset_version, run_dir, logger)
     if config.train.work_pool:
         return train_on_pool(job, config.storage, config.mlflow, tracker, run_dir.name, logger)
     return train_task.with_options(retries=config.train.retries)(
@@ -414,6 +417,7 @@ def _report(
             evaluation.intervals,
         ),
         *kind.plots(evaluation.candidate, run_dir),
+        *search_plots(run_dir),
     ]
     report_path = write_report(
         evaluation.candidate,
@@ -493,6 +497,7 @@ def _summary(
         run_dir=str(run_dir),
         tracking_uri=config.mlflow.tracking_uri,
         feedback={"batches": feedback.batches, "new_batches": feedback.new_batches},
+        search=search_summary(run_dir),
     )
 
 

@@ -38,6 +38,7 @@ from tasks.train.model import (
     tf32_supported,
     use_packing,
 )
+from tasks.train.pruning import pruning_callback
 from tasks.train.settings import TrainJob, TrainResult
 
 
@@ -146,6 +147,7 @@ def build_trainer(
         callbacks=[
             HistoryStream(Path(job.out_dir) / HISTORY_STREAM, job.train.overfit_patience),
             EarlyStoppingCallback(early_stopping_patience=job.train.early_stopping_patience),
+            *([pruning_callback(job.trial, data.metric)] if job.trial else []),
         ],
     )
     if rouge is not None:

@@ -28,6 +28,7 @@ from tasks.models import resolve_base_model
 from tasks.train.guard import LOCK_FD_ENV, PARENT_PID_ENV, FolderLock
 from tasks.train.history import HISTORY_STREAM, last_complete_checkpoint
 from tasks.train.model import check_runtime
+from tasks.train.pruning import TrialPruned, was_pruned
 from tasks.train.settings import OOM_HINT, TrainingError, TrainJob, TrainResult, TrainSettings
 
 WORKER_MODULE = "tasks.train.worker"
@@ -153,6 +154,8 @@ def run_training(
     finally:
         lock.release()
     if returncode != 0:
+        if was_pruned(out_dir):  # a search trial its pruner stopped: not a failure
+            raise TrialPruned(json.loads((out_dir / "error.json").read_text())["message"])
         raise TrainingError(_failure_message(out_dir, returncode, log_path))
     return TrainResult.model_validate_json((out_dir / "result.json").read_text())
 

@@ -138,6 +138,22 @@ class TrainSettings(BaseModel):
     )
 
 
+class TrialRef(BaseModel):
+    """The Optuna trial a training run reports to, when it is one trial of a search.
+
+    The worker is a child process (or a run on a work pool), so it reaches the study through
+    its RDB storage; the pruner is not stored there, so its settings travel here too.
+    """
+
+    storage: str = Field(description="Optuna RDB storage URL (SQLite file or Postgres).")
+    study_name: str
+    trial_id: int = Field(description="Optuna's storage id of the trial (not its number).")
+    number: int = Field(description="The trial's number in the study, for logs.")
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    startup_trials: int = Field(default=2, ge=0)
+    warmup_evals: int = Field(default=0, ge=0)
+
+
 class TrainJob(BaseModel):
     """One training run's inputs, carried whole from the flow to the worker (and to a pool)."""
 
@@ -150,6 +166,9 @@ class TrainJob(BaseModel):
     lora: LoraSettings
     train: TrainSettings
     out_dir: Path
+    trial: TrialRef | None = Field(
+        default=None, description="Set by the search stage: report evaluations, stop if pruned."
+    )
 
 
 class TruncationReport(BaseModel):

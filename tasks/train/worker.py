@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tasks.models import ModelError
 from tasks.train.guard import tie_to_parent, worker_lock
+from tasks.train.pruning import PRUNED_EXIT, PRUNED_KIND, TrialPruned
 from tasks.train.settings import OOM_HINT, TrainJob
 
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         from tasks.train.fit import fit
 
         fit(job)
+    except TrialPruned as exc:  # the search's pruner stopped it: an expected end
+        _error(out_dir, PRUNED_KIND, str(exc))
+        return PRUNED_EXIT
     except ModelError as exc:  # TrainingError and every model-loading error: one line
         _error(out_dir, "config", str(exc))
         return 2

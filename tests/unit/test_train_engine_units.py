@@ -246,7 +246,7 @@ def test_the_spec_the_worker_reads_is_the_job(tmp_path):
     assert read.train_path == Path("train.parquet").resolve() and read.train_path.is_absolute()
     assert read.model_copy(update={"train_path": job.train_path, "val_path": job.val_path}) == job
     assert set(json.loads(spec.read_text())) == {
-        "train_path", "val_path", "labels", "model", "lora", "train", "out_dir"
+        "train_path", "val_path", "labels", "model", "lora", "train", "out_dir", "trial"
     }  # fmt: skip
 
 

@@ -1,0 +1,191 @@
+"""Does pruning pay? The same 12 trials of the default search space, with and without pruning.
+
+The 40-intent set (`tunegate demo-data --kind intents`, `tunegate/demo_data/intents.py`) is
+validated, scrubbed and split as the flow does, then SUBSAMPLED (stratified-free random sample of
+each split, sizes printed) so 24 trials fit ~8 minutes on 2 idle cores. Three arms on the same
+splits, all through the search stage itself (`flows.search.run_search`: Prefect tasks, nested
+MLflow runs, worker-side pruning) in one temporary Prefect backend and MLflow store:
+
+1. unpruned: `search.pruner=none`, TPE over the default space for LoRA, `--trials` trials;
+2. pruned: `search.pruner=median` (the defaults), the unpruned study's very parameter sets
+   queued in the same order, so the only difference is that hopeless trials stop early;
+3. defaults: one ordinary training run with the shipped `train.*` / `lora.*` defaults.
+
+For each: wall time, best validation macro-F1 (what selects), and the test macro-F1 of the
+selected adapter (the test split selects nothing). Last line: `search_wall_ratio: <pruned wall /
+unpruned wall>` (goal <= 0.6, with the pruned study's best test macro-F1 within 0.005 of the
+unpruned one's).
+
+    PYTHONPATH=. python benchmarks/search.py                      # the full run (~8 min idle)
+    PYTHONPATH=. python benchmarks/search.py --trials 3 --train-rows 80 --val-rows 40 \
+        --test-rows 80                                            # a proof that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for key, value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DISABLE_MLFLOW_INTEGRATION": "TRUE",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}.items():
+    os.environ.setdefault(key, value)
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _subsample(path: Path, n: int, out: Path, seed: int) -> Path:
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    frame.sample(n=min(n, len(frame)), random_state=seed).to_parquet(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=4000, help="intent rows generated")
+    parser.add_argument("--train-rows", type=int, default=320, help="training subsample")
+    parser.add_argument("--val-rows", type=int, default=160, help="validation subsample")
+    parser.add_argument("--test-rows", type=int, default=400, help="test subsample")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--max-length", type=int, default=32, help="model.max_length")
+    parser.add_argument("--out", type=Path, default=None, help="keep the files here")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="tunegate-search-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    from prefect import flow, get_run_logger
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.config import load_config
+    from flows.search import run_search
+    from tasks.evaluate import evaluate_candidate
+    from tasks.load import read_records
+    from tasks.pii import scrub_dataset
+    from tasks.registry import open_tracking, start_run
+    from tasks.search import open_study, storage_url, study_name
+    from tasks.split import write_splits
+    from tasks.train import TrainJob, run_training
+    from tasks.validate import validate_records
+    from tunegate.demo_data.intents import generate_intents
+
+    data = out / "intents.jsonl"
+    rows = generate_intents(n=args.rows, seed=0)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = [
+        f"data.path={data}",
+        "data.text_column=utterance",
+        "data.label_column=intent",
+        f"model.max_length={args.max_length}",
+        f"mlflow.tracking_uri=sqlite:///{out}/mlflow/mlflow.db",
+        f"mlflow.artifact_location={out}/mlflow/artifacts",
+        f"work_dir={out}/runs",
+        "search.enabled=true",
+        f"search.trials={args.trials}",
+    ]
+    config = load_config(None, base)
+    report = validate_records(read_records(config.data.path), config.data, config.validate_)
+    scrubbed = scrub_dataset(config.data, report, config.pii, out, "data")
+    splits = write_splits(scrubbed.accepted_path, config.split, out)
+    labels = report.labels
+    train = _subsample(splits.train_path, args.train_rows, out / "train_sub.parquet", 1)
+    val = _subsample(splits.val_path, args.val_rows, out / "val_sub.parquet", 2)
+    test = _subsample(splits.test_path, args.test_rows, out / "test_sub.parquet", 3)
+    print(
+        f"{len(rows)} intent rows, {len(labels)} classes, splits {splits.sizes}; SUBSAMPLED to "
+        f"train {args.train_rows}, val {args.val_rows}, test {args.test_rows} "
+        f"(model.max_length {args.max_length}) so {2 * args.trials} trials fit the time box",
+        flush=True,
+    )
+
+    def job_for(cfg, name: str) -> TrainJob:  # noqa: ANN001
+        return TrainJob(
+            train_path=train,
+            val_path=val,
+            labels=labels,
+            model=cfg.model,
+            lora=cfg.lora,
+            train=cfg.train,
+            out_dir=out / name,
+        )
+
+    @flow(name="search-benchmark")
+    def search_arm(cfg, name: str) -> dict:  # noqa: ANN001
+        tracker = start_run(open_tracking(cfg.mlflow), cfg.mlflow, {"benchmark": name})
+        run_dir = out / "runs" / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        trained = run_search(
+            cfg, job_for(cfg, name), tracker, splits.dataset_version, run_dir, get_run_logger()
+        )
+        seconds = time.perf_counter() - t0
+        summary = json.loads((run_dir / "search" / "search.json").read_text())
+        return {"model_dir": str(trained.model_dir), "seconds": seconds, **summary}
+
+    results: dict[str, dict] = {}
+    storage = out / "prefect-storage"
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
+        prefect_test_harness(server_startup_timeout=600),
+    ):
+        unpruned_cfg = load_config(None, [*base, "search.pruner=none"])
+        results["unpruned"] = search_arm(unpruned_cfg, "unpruned")
+
+        pruned_cfg = load_config(None, [*base, "search.pruner=median"])
+        url = storage_url(pruned_cfg.search, pruned_cfg.mlflow.tracking_uri, pruned_cfg.work_dir)
+        unpruned_study = open_study(unpruned_cfg.search, url, results["unpruned"]["study_name"])
+        pruned_study = open_study(
+            pruned_cfg.search, url, study_name(splits.dataset_version, pruned_cfg.flat())
+        )
+        for trial in sorted(unpruned_study.trials, key=lambda t: t.number):
+            pruned_study.enqueue_trial(trial.params)  # the same trials, in the same order
+        results["pruned"] = search_arm(pruned_cfg, "pruned")
+
+    t0 = time.perf_counter()
+    defaults = run_training(job_for(load_config(None, base[:4]), "defaults"))
+    results["defaults"] = {
+        "model_dir": str(defaults.model_dir),
+        "seconds": time.perf_counter() - t0,
+        "best_validation_metric": defaults.best_metric,
+        "trials_run": 1,
+        "pruned": 0,
+    }
+    for r in results.values():
+        r["test_f1_macro"] = evaluate_candidate(
+            Path(r["model_dir"]), test, config.evaluate
+        ).metrics["f1_macro"]
+
+    print()
+    print(f"{'arm':<10}{'trials':>7}{'pruned':>7}{'wall s':>9}{'best val F1':>13}{'test F1':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<10}{r['trials_run']:>7}{r['pruned']:>7}{r['seconds']:>9.0f}"
+            f"{r['best_validation_metric']:>13.4f}{r['test_f1_macro']:>9.4f}"
+        )
+    for name in ("unpruned", "pruned"):
+        print(f"{name} best params: {json.dumps(results[name]['best_params'])}")
+    gap = results["pruned"]["test_f1_macro"] - results["unpruned"]["test_f1_macro"]
+    print(f"pruned minus unpruned best test macro-F1: {gap:+.4f} (goal: within 0.005)")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    ratio = results["pruned"]["seconds"] / results["unpruned"]["seconds"]
+    print(f"search_wall_ratio: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
