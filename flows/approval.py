@@ -322,6 +322,7 @@ def ask_for_approval(
         "`approval-review` shows the evaluation and sample outputs.",
     )
     logger.info("approval: %s by %s", approval.decision, approval.by)
-    tracker.set_tags({f"{k}": v for k, v in approval.tags().items()})
+    tracker.set_tags(approval.tags())
     registration = apply_decision(tracker.client, registration, approval, expected_champion)
+    tracker.set_tags({"tunegate.promoted": registration.promoted})
     return registration, approval

@@ -13,9 +13,9 @@ from __future__ import annotations
 from flows.config import RetrainConfig
 from flows.record import DataStage, Evaluation
 from tasks.dataset import load_dataset
-from tasks.evaluate import production_lines, production_positions, slice_result
 from tasks.gate import ProductionSlice
 from tasks.load import read_records
+from tasks.production import production_lines, production_positions, slice_result
 from tasks.split import SplitResult
 
 

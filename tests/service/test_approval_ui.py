@@ -26,6 +26,7 @@ def _start_run(stack: Stack) -> str:
     deployment = stack.prefect("GET", f"/deployments/{deployment_id}")
     config = copy.deepcopy(deployment["parameters"]["config"])
     config.setdefault("gate", {}).update({"approval": "required", "approval_timeout_s": 600})
+    config.setdefault("adversarial", {})["enabled"] = False  # not what this test is about
     run = stack.prefect(
         "POST",
         f"/deployments/{deployment_id}/create_flow_run",

@@ -23,16 +23,11 @@ from flows.approval import (
 from flows.config import load_config
 from flows.record import Evaluation, RetrainSummary
 from tasks.dataset import merge_records
-from tasks.evaluate import (
-    classification_metrics,
-    generation_metrics,
-    production_lines,
-    production_positions,
-    slice_result,
-)
+from tasks.evaluate import classification_metrics, generation_metrics
 from tasks.feedback import FeedbackStore
 from tasks.gate import GateSettings, ProductionSlice, decide_promotion
 from tasks.load import DataSettings
+from tasks.production import production_lines, production_positions, slice_result
 from tasks.registry import Registration
 from tunegate.commands.common import CLIError
 from tunegate.commands.run import _preflight
