@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -62,6 +62,10 @@ class RetrainSummary(BaseModel):
     feedback: dict = {}  # batches (all merged), new_batches (first included by this run)
     timings: dict[str, float] = {}  # seconds per stage (flows.timing.STAGES), 0.0 when skipped
     search: dict | None = None  # tasks.search.SearchResult when search.enabled, else None
+    # rows, candidate, champion: the held-out production corrections (None: the test split has
+    # none); approval: decision, by, comment when gate.approval=required (else None)
+    production_corrections: dict | None = None
+    approval: dict | None = None
 
 
 @dataclass
@@ -97,6 +101,18 @@ class Evaluation:
     champion: EvalResult | None
     adversarial: dict[str, EvalResult]
     intervals: dict[str, Interval]
+    # candidate (and champion) on the test rows that correct served predictions
+    production: dict[str, EvalResult] = field(default_factory=dict)
+    production_rows: int = 0
+
+    def production_summary(self) -> dict | None:
+        """The summary's `production_corrections`: rows and each system's figures."""
+        if not self.production_rows:
+            return None
+        return {
+            "rows": self.production_rows,
+            **{name: dict(result.metrics) for name, result in self.production.items()},
+        }
 
     def systems(self) -> list[tuple[str, EvalResult | None]]:
         return [
@@ -336,6 +352,11 @@ def record_evaluation(tracker: Tracker, evaluation: Evaluation, run_dir: Path) -
     for name, result in evaluation.adversarial.items():
         metrics = per_class_metrics(result.metrics, labels)
         tracker.log_metrics({f"adversarial/{name}/{k}": v for k, v in metrics.items()})
+    for name, result in evaluation.production.items():
+        metrics = per_class_metrics(result.metrics, labels)
+        tracker.log_metrics({f"production/{name}/{k}": v for k, v in metrics.items()})
+    if evaluation.production_rows:
+        tracker.log_metrics({"production/rows": evaluation.production_rows})
     for name, interval in evaluation.intervals.items():
         tracker.log_metrics(
             {

@@ -1,7 +1,8 @@
 """The retrain flow, top to bottom:
 
 (read feedback batches with the data) -> validate -> scrub PII -> split -> augment -> baseline -> train ->
-evaluate (candidate, champion) -> gate -> register and promote.
+evaluate (candidate, champion) -> gate -> register -> (a person approves: `gate.approval`) ->
+promote.
 
 `model.task: classification` (macro-F1; few-shot baseline) or `generation` (ROUGE; zero-shot
 baseline; augmentation and adversarial examples are classification-only and skipped): what
@@ -26,8 +27,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
+from flows.approval import ask_for_approval, needs_approval, rejected_state, require_approver
 from flows.config import RetrainConfig
 from flows.kinds import TaskKind, TrainingData, kind_for
+from flows.production import gate_slice, score_production_slice
 from flows.record import (
     DataStage,
     Evaluation,
@@ -85,6 +88,7 @@ def retrain(config: RetrainConfig, only_new_feedback: bool = False) -> RetrainSu
     """
     logger = get_run_logger()
     require_salt(config.pii)  # a run that hashes PII needs its secret salt before any work
+    require_approver(config.gate, _prefect_api_url())  # and an approval, someone to give it
     # Retrains of one registered model never overlap, whichever deployment started them
     # (`tunegate serve`/`deploy` create this limit with one slot; absent, it does not block).
     # The lock comes first: a feedback-triggered run looks for pending batches only once no
@@ -116,6 +120,8 @@ def _locked_retrain(config: RetrainConfig, logger: logging.Logger) -> RetrainSum
         client.set_terminated(tracker.run_id, "FAILED")
         raise
     client.set_terminated(tracker.run_id, "FINISHED")
+    if summary.approval is not None and summary.approval["decision"] != "approve":
+        return rejected_state(summary)  # a person said no (or nobody answered)
     # The final state's name says at a glance in the UI whether the champion moved.
     model = summary.model
     return Completed(
@@ -127,6 +133,13 @@ def _locked_retrain(config: RetrainConfig, logger: logging.Logger) -> RetrainSum
 
 class DataRefused(Exception):
     """A table-level validation failure: stop the flow before training, without a traceback."""
+
+
+def _prefect_api_url() -> str | None:
+    """The flow's edge reads the Prefect setting; unset means only a temporary server runs."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
 
 
 def _run_stages(
@@ -162,6 +175,7 @@ def _run_stages(
         evaluation = _evaluate(
             config, kind, trained.model_dir, splits, training, data.labels, champion, baseline
         )
+        score_production_slice(config, data, splits, evaluation)
     record_evaluation(tracker, evaluation, run_dir)
 
     with timed("gate"):
@@ -175,6 +189,20 @@ def _run_stages(
         registration = _register(
             config, tracker, trained.model_dir, splits, evaluation, decision, champion
         )
+    approval = None
+    if needs_approval(config.gate, decision):  # gate.approval=required: a person decides
+        registration, approval = ask_for_approval(
+            config,
+            tracker,
+            registration,
+            evaluation,
+            decision,
+            splits.test_path,
+            report_path,
+            run_dir,
+            champion.version,
+            logger,
+        )
     summary = _summary(
         config,
         tracker,
@@ -187,6 +215,8 @@ def _run_stages(
         feedback,
         run_dir,
     )
+    summary.production_corrections = evaluation.production_summary()
+    summary.approval = None if approval is None else approval.model_dump()
     summary.timings = stage_seconds(timings)
     record_timings(tracker, summary.timings)
     _mark_feedback_included(config, feedback, tracker.run_id)
@@ -391,6 +421,7 @@ def _gate(
         config.gate,
         config.model.task,
         evaluation.intervals,
+        gate_slice(evaluation),
     )
     if not decision.passed:
         return decision
@@ -428,6 +459,7 @@ def _report(
         intervals=evaluation.intervals,
         adversarial=evaluation.adversarial,
         plots=[str(p) for p in plots],
+        production=evaluation.production,
     )
     return report_path, plots
 
@@ -460,6 +492,7 @@ def _register(
         description=_model_card(config, splits.dataset_version, metrics, decision),
         gate_passed=decision.passed,
         expected_champion=champion.version,
+        awaiting_approval=needs_approval(config.gate, decision),
     )
 
 

@@ -7,7 +7,7 @@ that fails to parse in either is quarantined where it is, never rewritten or dro
 
 Rows are keyed by normalised text: a feedback row equal to an earlier row (text and label) is
 dropped and counted; a feedback row with the same text and a new label replaces the earlier
-row (re-annotation). Feedback rows keep the base file's columns. Validation and scrubbing both
+row (re-annotation). Feedback rows keep the base file's columns (and `prediction_id`). Validation and scrubbing both
 read the data set through `load_dataset`, so they see the same rows under the same keys.
 """
 
@@ -30,6 +30,7 @@ from tasks.load import (
 )
 
 FEEDBACK_SOURCE = "feedback:"  # + batch id: a row's `_source` in the quarantine file
+PRODUCTION_COLUMN = "prediction_id"  # a feedback row about a served prediction carries it
 
 
 def load_dataset(data: DataSettings, feedback: FeedbackInput | None = None) -> LoadedData:
@@ -64,6 +65,8 @@ def merge_records(
             merge.rows += 1
             key = int(row["_line"])
             record = {c: row.get(c) for c in columns}
+            if row.get(PRODUCTION_COLUMN):  # kept: the gate's production-corrections slice
+                record[PRODUCTION_COLUMN] = row[PRODUCTION_COLUMN]
             norm = _norm(record.get(data.text_column))
             earlier = index.get(norm) if norm is not None else None
             if earlier is not None and earlier in records:

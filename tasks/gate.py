@@ -13,19 +13,37 @@ classification, ROUGE-1 (F) for generation. Checks, each reported with its numbe
   bootstrap interval of candidate - champion is above zero;
 - `latency_p95`: p95 seconds per example <= `gate.max_latency_s`;
 - `per_class_floor` (classification): every class F1 >= its floor (`gate.class_min_f1[label]`,
-  else `gate.min_class_f1`).
+  else `gate.min_class_f1`);
+- `production_corrections_regression`: on the held-out production corrections (test rows whose
+  record carries a `prediction_id`: feedback on served predictions), headline >= champion's -
+  `gate.max_regression`. A model may win on the whole test split and lose on the traffic it
+  actually got wrong; this check keeps that from shipping. No such rows or no champion: skipped.
+
+`gate.approval: required` adds a person after these checks (flows/approval.py): the gate here
+stays a pure function of the numbers.
 
 A skipped check does not block promotion; a missing measurement that a check needs fails it.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.metrics import HEADLINE, Task
 
-__all__ = ["HEADLINE", "GateDecision", "GateSettings", "Interval", "Task", "gate_task"]
+__all__ = [
+    "HEADLINE",
+    "GateDecision",
+    "GateSettings",
+    "Interval",
+    "ProductionSlice",
+    "Task",
+    "approval_refusal",
+    "gate_task",
+]
 
 CLASS_F1_PREFIX = "f1/"
 
@@ -66,6 +84,17 @@ class GateSettings(BaseModel):
     )
     class_min_f1: dict[str, float] = Field(
         default_factory=dict, description="Classification: per-class F1 floors (label -> floor)."
+    )
+    approval: Literal["none", "required"] = Field(
+        default="none",
+        description="required: after the automatic gate passes, the run pauses in the Prefect UI "
+        "for a person to approve (promote) or reject; needs a Prefect server (PREFECT_API_URL).",
+    )
+    approval_timeout_s: int = Field(
+        default=86400,
+        ge=1,
+        description="With gate.approval=required: seconds to wait for a decision; then the run "
+        "ends Rejected and nothing is promoted.",
     )
 
     def target(self, task: Task) -> float:
@@ -135,11 +164,13 @@ def decide_promotion(
     settings: GateSettings,
     task: Task = "classification",
     intervals: dict[str, Interval] | None = None,
+    production: ProductionSlice | None = None,
 ) -> GateDecision:
     """Apply every check; the candidate passes only if none fails.
 
     `intervals` may hold paired bootstrap intervals under "baseline" and "champion"; they are
-    reported with the margin checks and required by `gate.require_improvement`.
+    reported with the margin checks and required by `gate.require_improvement`. `production`:
+    candidate and champion on the held-out production corrections (None: the run has none).
     """
     key = HEADLINE[task]
     if key not in candidate:
@@ -276,7 +307,76 @@ def decide_promotion(
 
     if task == "classification":
         checks.append(_per_class_floor(candidate, settings))
+    checks.append(production_regression(production, settings, key))
     return GateDecision(passed=all(c.passed for c in checks), task=task, metric=key, checks=checks)
+
+
+class ProductionSlice(BaseModel):
+    """Headline metrics on the test rows that are corrections of served predictions."""
+
+    rows: int
+    candidate: dict[str, float]
+    champion: dict[str, float] | None = None
+
+
+PRODUCTION_CHECK = "production_corrections_regression"
+
+
+def production_regression(
+    production: ProductionSlice | None, settings: GateSettings, key: str
+) -> Check:
+    """`gate.max_regression` applied on the production-corrections slice alone."""
+    if production is None or production.rows == 0:
+        return Check(
+            name=PRODUCTION_CHECK,
+            passed=True,
+            skipped=True,
+            detail="no production corrections (rows with a prediction_id) in the test split",
+        )
+    if production.champion is None or key not in production.champion:
+        return Check(
+            name=PRODUCTION_CHECK,
+            passed=True,
+            skipped=True,
+            detail=f"no champion yet: nothing to regress against on {production.rows} rows",
+        )
+    if key not in production.candidate:
+        return Check(
+            name=PRODUCTION_CHECK,
+            passed=False,
+            detail=f"candidate {key} not measured on the production corrections",
+        )
+    value, other = production.candidate[key], production.champion[key]
+    delta = value - other
+    return Check(
+        name=PRODUCTION_CHECK,
+        passed=delta >= -settings.max_regression,
+        value=delta,
+        target=-settings.max_regression,
+        detail=(
+            f"on {production.rows} held-out production corrections: {key} {value:.4f} - "
+            f"champion {other:.4f} = {delta:+.4f} vs tolerance -{settings.max_regression:.4f} "
+            "(gate.max_regression)"
+        ),
+    )
+
+
+def approval_refusal(settings: GateSettings, api_url: str | None) -> str | None:
+    """Why a run with `gate.approval: required` cannot be approved by anyone, or None.
+
+    Without a Prefect server the flow runs on the temporary one `tunegate run` starts; nobody
+    can open its UI to answer, so the run would only wait out `gate.approval_timeout_s` after
+    training. Saying so before any work is cheaper.
+    """
+    if settings.approval != "required" or (api_url or "").strip():
+        return None
+    return (
+        "gate.approval=required needs a Prefect server someone can approve the run on, and "
+        "PREFECT_API_URL is not set (only a temporary server would run). Start one "
+        "(`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api) and "
+        "run again, or run the retrain deployment under `tunegate serve`; or set "
+        "gate.approval=none"
+    )
 
 
 def _per_class_floor(candidate: dict[str, float], settings: GateSettings) -> Check:
@@ -328,5 +428,6 @@ def gate_task(
     settings: GateSettings,
     task: Task = "classification",
     intervals: dict[str, Interval] | None = None,
+    production: ProductionSlice | None = None,
 ) -> GateDecision:
-    return decide_promotion(candidate, baseline, champion, settings, task, intervals)
+    return decide_promotion(candidate, baseline, champion, settings, task, intervals, production)

@@ -531,15 +531,21 @@ def register_task(
     description: str,
     gate_passed: bool,
     expected_champion: str | None,
+    awaiting_approval: bool = False,
 ) -> Registration:
-    """Register every candidate; promote (under the lock) only when its gate passed."""
+    """Register every candidate; promote (under the lock) only when its gate passed, and not
+    yet when a person must approve it first (`gate.approval`: flows/approval.py promotes)."""
     client = MlflowClient(tracking_uri)
     tracker = Tracker(client, run_id)
     model_uri = log_model(tracker, model_dir, tracking_uri)
-    tags = {**tags, "gate": "passed" if gate_passed else "failed"}
+    held = gate_passed and awaiting_approval
+    gate = "awaiting-approval" if held else ("passed" if gate_passed else "failed")
+    tags = {**tags, "gate": gate}
     version = register_version(client, name, model_uri, run_id, tags, description)
     promoted, previous, note = False, expected_champion, "gate failed: champion unchanged"
-    if gate_passed:
+    if held:
+        note = "gate passed: awaiting approval"
+    elif gate_passed:
         outcome = promote_version(client, name, version, expected_champion)
         promoted, previous, note = outcome.promoted, outcome.previous_champion, outcome.note
     tracker.set_tags({"tunegate.promoted": promoted, "tunegate.model_version": version})

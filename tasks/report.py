@@ -86,8 +86,11 @@ def write_report(
     intervals: dict[str, Interval] | None = None,
     adversarial: dict[str, EvalResult] | None = None,
     plots: list[str] | None = None,
+    production: dict[str, EvalResult] | None = None,
 ) -> Path:
-    """The evaluation report: metrics side by side with targets, intervals, gate, slices, plots."""
+    """The evaluation report: metrics side by side with targets, intervals, gate, slices, plots.
+
+    `production`: candidate and champion on the held-out corrections of served predictions."""
     targets = gate_targets(decision) if decision is not None else {}
     rows = ["| metric | candidate | baseline | champion | target |", "|---|---|---|---|---|"]
     for key in table_keys(candidate):
@@ -121,6 +124,11 @@ def write_report(
             rows.append(
                 f"| {key} | " + " | ".join(cell(r, key) for r in adversarial.values()) + " |"
             )
+    if production:
+        n = len(next(iter(production.values())).references)
+        rows += _slice_rows(
+            f"Production corrections ({n} held-out rows with a prediction_id)", production
+        )
     if decision is not None:
         verdict = "PASSED" if decision.passed else "FAILED"
         rows += ["", f"## Gate: {verdict}", ""] + [f"- {md(r)}" for r in decision.reasons]
@@ -128,6 +136,15 @@ def write_report(
         rows += [""] + [f"![{Path(p).stem}](../plots/{Path(p).name})" for p in plots]
     out_path.write_text("# Evaluation on the test split\n\n" + "\n".join(rows) + "\n")
     return out_path
+
+
+def _slice_rows(title: str, systems: dict[str, EvalResult]) -> list[str]:
+    first = next(iter(systems.values()))
+    rows = ["", f"## {title}", "", "| metric | " + " | ".join(systems) + " |"]
+    rows.append("|---|" + "---|" * len(systems))
+    for key in table_keys(first):
+        rows.append(f"| {key} | " + " | ".join(cell(r, key) for r in systems.values()) + " |")
+    return rows
 
 
 def gate_targets(

@@ -41,6 +41,7 @@ def test_passes_when_every_check_passes_without_champion():
         "no_regression_vs_champion",
         "latency_p95",
         "per_class_floor",
+        "production_corrections_regression",
     ]
     assert d.reasons[2].startswith("SKIP no_regression_vs_champion")
 

@@ -29,6 +29,14 @@ def _preflight(config: RetrainConfig) -> None:
         require_salt(config.pii)
     except MissingSalt as exc:
         raise CLIError(f"config error: {exc}", 2) from None
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.approval import ApprovalRefused, require_approver
+
+    try:  # before any work: a run nobody can approve would train, then wait for nothing
+        require_approver(config.gate, PREFECT_API_URL.value() or None)
+    except ApprovalRefused as exc:
+        raise CLIError(f"config error: {exc}", 2) from None
 
     for key, path in (("data.path", config.data.path), ("data.test_path", config.data.test_path)):
         if path is None:
