@@ -205,14 +205,19 @@ class SearchSettings(BaseModel):
         for key, spec in space.items():
             dotted = check_key(key)
             section, _, field = dotted.partition(".")
+            checked = []
             for value in spec.extremes():
                 try:
-                    SECTIONS[section].model_validate({field: value})
+                    checked.append(getattr(SECTIONS[section].model_validate({field: value}), field))
                 except ValidationError as exc:
                     reason = exc.errors()[0]["msg"]
                     raise ValueError(
                         f"{key}: {value!r} is not a valid {dotted} ({reason})"
                     ) from None
+            if spec.type == "categorical":
+                # `--set` goes through YAML, which reads `1e-07` as a string: keep the value the
+                # setting would hold, so trials, MLflow params and the summary see a number.
+                spec.choices = checked
         return space
 
     def space_for(self, method: str) -> dict[str, ParamSpec]:

@@ -149,3 +149,92 @@ def test_training_runs_on_the_other_pool(prefect_server, tiny_model_dir, demo_su
     assert "train/loss" in run.data.metrics or "train/eval_f1_macro" in run.data.metrics
     version = client.get_model_version("tiny-split", "1")
     assert version.run_id == summary.mlflow_run_id
+
+
+def test_search_trials_run_as_training_deployment_runs_on_the_pool(
+    prefect_server, tiny_model_dir, demo_subset, tmp_path
+):
+    """search.enabled with train.work_pool: a trial is one `train-remote/<pool>` run on the
+    pool's worker and a nested MLflow run, and the best trial's adapter is the registered model.
+    (Pool trials are not pruned: the deployment does not carry the trial; README says so.)"""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from flows.config import load_config
+    from flows.retrain import retrain
+    from flows.train_remote import deploy
+
+    data_path, _ = demo_subset
+    store = tmp_path / "mlflow"
+    config = load_config(
+        None,
+        [
+            f"data.path={data_path}",
+            "data.text_column=narrative",
+            "data.label_column=risk_label",
+            "data.id_column=application_id",
+            "data.labels=[low_risk, medium_risk, high_risk, decline]",
+            "augment.enabled=false",
+            f"model.base_model={tiny_model_dir}",
+            "lora.target_modules=[query, value]",
+            "train.epochs=1",
+            "train.batch_size=32",
+            f"train.work_pool={POOL}",
+            f"storage.url=file://{tmp_path}/shared-store",
+            "search.enabled=true",
+            "search.trials=1",  # one trial keeps it cheap (~50 s a pool trial)
+            "search.pruner=none",
+            "search.space={learning_rate: {type: categorical, choices: [1.0e-3, 2.0e-3]}}",
+            "evaluate.latency_samples=3",
+            "gate.min_f1=0.0",
+            "gate.min_margin_over_baseline=-1.0",
+            f"mlflow.tracking_uri=sqlite:///{store}/mlflow.db",
+            f"mlflow.artifact_location={store}/artifacts",
+            "mlflow.registered_model=tiny-search-pool",
+            f"work_dir={tmp_path}/runs",
+        ],
+    )
+    started = time.perf_counter()
+    with temporary_settings(
+        {PREFECT_API_URL: prefect_server["api"], PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}
+    ):
+        deploy(POOL, str(REPO))
+        state = retrain(config, return_state=True)
+        assert state.is_completed(), (
+            f"{state.message}\nworker log:\n{prefect_server['worker_log'].read_text()[-3000:]}"
+        )
+        summary = state.result()
+
+        async def _runs():
+            async with get_client() as client:
+                return await client.read_flow_runs()
+
+        import asyncio
+
+        runs = asyncio.run(_runs())
+    print(f"1-trial search with training on pool {POOL}: {time.perf_counter() - started:.1f}s")
+
+    assert summary.search["trials_run"] == 1 and summary.search["failed"] == 0
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    parent = client.get_run(summary.mlflow_run_id)
+    trials = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{summary.mlflow_run_id}'",
+    )
+    assert sorted(r.data.tags["tunegate.search.state"] for r in trials) == ["complete"]
+    # Each trial went to the pool as its own deployment run, executed by the pool's worker.
+    child_ids = {r.data.tags["tunegate.train_flow_run_id"] for r in trials}
+    on_pool = {str(r.id) for r in runs if r.deployment_id is not None and r.work_pool_name == POOL}
+    assert len(child_ids) == 1 and child_ids <= on_pool
+    worker_log = prefect_server["worker_log"].read_text()
+    assert all(run_id in worker_log for run_id in child_ids)
+    best = next(
+        r
+        for r in trials
+        if r.data.tags["tunegate.search.trial"] == str(summary.search["best_trial"])
+    )
+    assert (
+        float(best.data.params["train.learning_rate"])
+        == summary.search["best_params"]["train.learning_rate"]
+    )
+    assert summary.model["version"] == "1"

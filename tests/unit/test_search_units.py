@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from pydantic import ValidationError
 
 import flows.record as record
+from flows.config import ConfigError, load_config
 from flows.record import record_search
 from tasks.search import (
     DEFAULT_SPACES,
@@ -233,3 +234,59 @@ def test_record_search_writes_the_summary_file_metrics_and_best_params(tmp_path,
     assert prefect_artifacts[0]["a"][0] == trials
     saved = json.loads((tmp_path / "search" / "search.json").read_text())
     assert SearchResult.model_validate(saved) == result
+
+
+def test_categorical_choices_from_set_take_the_type_of_the_searched_key(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n')
+    space = (
+        '{"learning_rate": {"type": "categorical", "choices": [1e-07, 5e-4]},'
+        ' "lora.r": {"type": "categorical", "choices": ["8", 16]}}'
+    )
+    config = load_config(
+        None, [f"data.path={data}", "search.enabled=true", f"search.space={space}"]
+    )
+    assert config.search.space["learning_rate"].choices == [1e-07, 5e-4]  # YAML gave "1e-07"
+    assert config.search.space["lora.r"].choices == [8, 16]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    params = suggest(study.ask(), config.search.space_for("lora"))
+    assert isinstance(params["train.learning_rate"], float) and isinstance(params["lora.r"], int)
+    with pytest.raises(ConfigError, match="learning_rate: 'fast' is not a valid"):
+        load_config(
+            None,
+            [
+                f"data.path={data}",
+                'search.space={"learning_rate": {"type": "categorical", "choices": ["fast"]}}',
+            ],
+        )
+
+
+def test_a_hyperband_study_prunes_a_trial_worse_than_its_rung_but_never_before_warmup(tmp_path):
+    _, storage, study = _study(tmp_path, pruner="hyperband", warmup_evals=1)
+    evaluations = 9
+    first = study.ask()
+    for step in range(1, evaluations + 1):
+        first.report(0.9, step=step)
+    study.tell(first, 0.9)  # Hyperband's max resource ("auto"): 9 evaluations
+
+    pruned_at = []
+    for k in range(8):  # each trial a little worse than the one before, at every evaluation
+        trial = study.ask()
+        ref = _ref(study, trial, storage).model_copy(
+            update={"pruner": "hyperband", "warmup_evals": 1}
+        )
+        callback = pruning_callback(ref, "f1_macro")
+        log: list[dict] = []
+        try:
+            for _ in range(evaluations):
+                log.append({"eval_loss": 1.0})
+                state = SimpleNamespace(is_world_process_zero=True, log_history=log)
+                callback.on_evaluate(None, state, None, metrics={"eval_f1_macro": 0.5 - 0.05 * k})
+        except TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            pruned_at.append(len(log))
+        else:
+            study.tell(trial, 0.5 - 0.05 * k)
+    assert pruned_at, "Hyperband let every trial run although each was worse than the last"
+    assert min(pruned_at) >= 2  # warmup_evals=1: every trial gets its first evaluation
+    assert len(pruned_at) < 8  # the first trial at each rung of a bracket goes on
