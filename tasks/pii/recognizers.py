@@ -251,8 +251,15 @@ class PersonNameRecognizer(EntityRecognizer):
             if self._is_thing(text, start, end):
                 continue
             if len(names) == 1:
-                # A lone capitalised word is a name only as a known first name mid-sentence.
-                if known_first and not sentence_start and names[0] not in self.blocked:
+                # A lone capitalised word is a name only as a known first name mid-sentence,
+                # and not as the rest of a thing's phrase ("Port Alan", "Fine Art").
+                trimmed_off = span != (m.start(1), m.end(1))
+                if (
+                    known_first
+                    and not trimmed_off
+                    and not sentence_start
+                    and names[0] not in self.blocked
+                ):
                     add((start, end), 0.5)
                 continue
             if any(w in self.blocked for w in names[1:]):
