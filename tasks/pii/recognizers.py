@@ -225,9 +225,10 @@ class PersonNameRecognizer(EntityRecognizer):
                 continue  # "Dease, Cogan and Connaughton": a firm of partners
             if self._is_thing(text, m.start(), m.end()):
                 continue
-            if any(lexical(w) for w in re.findall(r"[\w'’-]+", m.group())):
+            known = first in self.first_names or last in self.last_names
+            if not known and any(lexical(w) for w in re.findall(r"[\w'’-]+", m.group())):
                 continue  # "Programmer, Multimedia": a job title, inverted
-            if first in self.first_names or last in self.last_names:
+            if known:
                 add((m.start(), m.end()), 0.8)
             else:  # unseen names in "Last, First" order: weaker evidence
                 add((m.start(), m.end()), 0.5)
