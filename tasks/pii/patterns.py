@@ -104,6 +104,9 @@ def luhn_valid(number: str) -> bool:
     return total % 10 == 0
 
 
+# "and" in the languages of Faker's company names: "Tanghe, Schoofs en De Baets NV".
+CONJUNCTIONS = r"(?:and|&|und|et|y|e|en|og|och|ve|i)"
+
 DATE = (
     r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"
     r"|\d{1,2}(?:st|nd|rd|th)?\s+(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?,?\s+\d{4}"
@@ -173,10 +176,9 @@ def thing_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
     import faker.providers.credit_card as credit_card
 
     raw = [
+        *_faker_values("address", ("countries",)),
         *_faker_values(
-            "address",
-            ("countries", "states", "provinces", "regions", "counties", "territories"),
-            _WESTERN,
+            "address", ("states", "provinces", "regions", "counties", "territories"), _WESTERN
         ),
         *_faker_values("currency", ("currencies", "cryptocurrencies")),
         *_faker_values("bank", ("banks",)),
@@ -189,7 +191,10 @@ def thing_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
 
     def clean(values: list[str]) -> set[str]:
         out = {re.sub(r"\s+", " ", p).strip().lower() for p in values if latin.match(p)}
-        return out | {re.sub(r"\s*\(.*?\)|\s+\d+ digit$", "", p) for p in out}  # "VISA 16 digit"
+        # "VISA 16 digit" -> "visa"; "British Indian Ocean Territory (Chagos Archipelago)" ->
+        # both names
+        inner = {m for p in out for m in re.findall(r"\((.*?)\)", p)}
+        return out | inner | {re.sub(r"\s*\(.*?\)|\s+\d+ digit$", "", p) for p in out}
 
     phrases = clean(raw)
     firsts, lasts = name_gazetteers()
@@ -209,15 +214,69 @@ def thing_gazetteer() -> tuple[frozenset[str], frozenset[str]]:
 
 
 @functools.lru_cache(maxsize=1)
+def lexicon() -> frozenset[str]:
+    """Lower-case words of things, not people, that no name gazetteer holds: the words of
+    Faker's job titles (every Latin-script locale: "hygienist", "reparador", "zeichner"), of
+    its company jargon ("paradigms", "bandwidth") and colour names ("magenta"). A capitalised
+    run made of such words is an occupation, sector or product ("Occupational Hygienist",
+    "Supply Chain"), not a name. Words that are also first or last names ("Baker", "Mason",
+    "Rosa") are left out, so "ms. baker" and "Rosa Mason" stay names."""
+    values = [
+        *_faker_values("job", ("jobs",)),
+        *_faker_values("company", ("catch_phrase_words", "bsWords")),
+        *_faker_values("color", ("all_colors",)),
+    ]
+    words = set()
+    for value in values:
+        spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", value)  # "AliceBlue" -> "Alice Blue"
+        words.update(w.lower() for w in re.findall(rf"[{_UP}{_LO}A-Za-z]+", spaced))
+    firsts, lasts = name_gazetteers()
+    names = {n.lower() for n in firsts | lasts}
+    return frozenset(w for w in words if len(w) > 3 and w not in names)
+
+
+@functools.lru_cache(maxsize=1)
 def ordinary_words() -> frozenset[str]:
     """Lower-case words that are not names: Faker's English lorem list (~1,000 common words),
-    spaCy's stop words, the not-a-name list and the words of the thing gazetteer."""
+    spaCy's stop words, the not-a-name list, the words of the thing gazetteer and the
+    lexicon of occupations, jargon and colours."""
     from faker.providers.lorem.en_US import Provider as Lorem
     from spacy.lang.en.stop_words import STOP_WORDS
 
     words = set(Lorem.word_list) | set(STOP_WORDS) | {w.lower() for w in NOT_NAMES}
-    words |= {w.lower() for w in thing_gazetteer()[1]} | set(THING_NOUNS)
+    words |= {w.lower() for w in thing_gazetteer()[1]} | set(THING_NOUNS) | lexicon()
     return frozenset(words)
+
+
+# Endings of abstract nouns that surnames hardly ever have ("Education", "Equity", "Tourism").
+NOUN_ENDINGS = (
+    "tion",
+    "sion",
+    "ment",
+    "ness",
+    "ity",
+    "ism",
+    "ology",
+    "ics",
+    "ship",
+    "ance",
+    "ence",
+)
+
+
+@functools.lru_cache(maxsize=65536)
+def lexical(token: str) -> bool:
+    """True when a capitalised token is a word of a thing (an occupation, sector, product,
+    abstract noun) and in neither name gazetteer: "Engineering", "Hygienist", "Education"."""
+    lower = token.lower()
+    if len(lower) < 4:
+        return False
+    firsts, lasts = name_gazetteers()
+    if token in firsts or token in lasts:
+        return False
+    if lower in lexicon() or (len(lower) > 5 and lower.endswith(NOUN_ENDINGS)):
+        return True
+    return any(lexical(part) for part in re.split(r"[-’']", token) if part != token)
 
 
 # Faker's street suffixes that are also everyday nouns after a number ("3 Day Pass", "5 Star

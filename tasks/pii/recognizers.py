@@ -13,6 +13,7 @@ from presidio_analyzer.predefined_recognizers import IbanRecognizer, IpRecognize
 
 from tasks.pii.patterns import (
     _LO,
+    CONJUNCTIONS,
     CUES,
     DATE,
     DATE_ONLY,
@@ -24,6 +25,7 @@ from tasks.pii.patterns import (
     THING_NOUNS,
     TITLES,
     company_suffixes,
+    lexical,
     luhn_valid,
     name_gazetteers,
     ordinary_words,
@@ -90,7 +92,7 @@ class PersonNameRecognizer(EntityRecognizer):
         self.last_first = re.compile(rf"\b({SURNAME}),\s+({NAME_TOKEN})(?:\s+({NAME_TOKEN}))?")
         self.runs = re.compile(rf"(?<![\w'’/-])({run})(?![\w'’])")
         self.firm = re.compile(
-            rf"(?<![\w'’-]){NAME_TOKEN}(?:(?:,\s+{NAME_TOKEN})+,?\s+(?:and|&|und|et|y|e)|\s+&)"
+            rf"(?<![\w'’-]){NAME_TOKEN}(?:(?:,\s+(?:{PARTICLE}\s+)*{NAME_TOKEN})+,?\s+{CONJUNCTIONS}|\s+&)"
             rf"\s+(?:{PARTICLE}\s+)*{NAME_TOKEN}(?![\w'’])"
         )
 
@@ -103,6 +105,18 @@ class PersonNameRecognizer(EntityRecognizer):
         while tokens and tokens[-1].group().strip(".,") in self.blocked:
             tokens.pop()
         while tokens and tokens[0].group().strip(".,") in self.blocked:
+            tokens.pop(0)
+        if not tokens:
+            return None
+        return start + tokens[0].start(), start + tokens[-1].end()
+
+    def _trim_lexical(self, text: str, start: int, end: int) -> tuple[int, int] | None:
+        """Drop words of things from either end of a run: "Merchant Macedo" is the word
+        "Merchant" and then one surname; "Passenger Transport" is nothing left."""
+        tokens = list(re.finditer(r"\S+", text[start:end]))
+        while tokens and lexical(tokens[-1].group().strip(".,")):
+            tokens.pop()
+        while tokens and lexical(tokens[0].group().strip(".,")):
             tokens.pop(0)
         if not tokens:
             return None
@@ -207,52 +221,68 @@ class PersonNameRecognizer(EntityRecognizer):
             last, first = m.group(1).split()[-1], m.group(2)
             if first in self.blocked or last in self.blocked:
                 continue
-            if re.match(r"\s+(?:and|&|und|et|y|e)\s+[A-Z]", text[m.end() :]):
+            if re.match(rf"\s+{CONJUNCTIONS}\s+[A-Z]", text[m.end() :]):
                 continue  # "Dease, Cogan and Connaughton": a firm of partners
             if self._is_thing(text, m.start(), m.end()):
                 continue
-            if first in self.first_names or last in self.last_names:
+            known = first in self.first_names or last in self.last_names
+            if not known and any(lexical(w) for w in re.findall(r"[\w'’-]+", m.group())):
+                continue  # "Programmer, Multimedia": a job title, inverted
+            if known:
                 add((m.start(), m.end()), 0.8)
             else:  # unseen names in "Last, First" order: weaker evidence
                 add((m.start(), m.end()), 0.5)
         firms = self._firm_spans(text)
         for m in self.runs.finditer(text):
-            if any(m.start(1) < fe and m.end(1) > fs for fs, fe in firms):
+            span = self._trim_lexical(text, m.start(1), m.end(1))
+            if span is None or any(span[0] < fe and span[1] > fs for fs, fe in firms):
                 continue
-            words = m.group(1).split()
+            start, end = span
+            words = text[start:end].split()
+            if any(lexical(w) for w in words):
+                continue  # a word of a thing inside the run: "Green Energy Partners"
             names = [w for w in words if w[:1].isupper()]
+            if not names:
+                continue  # only particles were left: "de"
             known_first = names[0] in self.first_names
             known_last = any(w in self.last_names for w in names[1:])
-            sentence_start = m.start() == 0 or bool(
-                re.search(r"[.!?:;\n]\s*$", text[max(0, m.start() - 3) : m.start()])
+            sentence_start = start == 0 or bool(
+                re.search(r"[.!?:;\n]\s*$", text[max(0, start - 3) : start])
             )
-            if self._is_thing(text, m.start(1), m.end(1)):
+            if self._is_thing(text, start, end):
                 continue
             if len(names) == 1:
-                # A lone capitalised word is a name only as a known first name mid-sentence.
-                if known_first and not sentence_start and names[0] not in self.blocked:
-                    add((m.start(1), m.end(1)), 0.5)
+                # A lone capitalised word is a name only as a known first name mid-sentence,
+                # and not as the rest of a thing's phrase ("Port Alan", "Fine Art").
+                trimmed_off = span != (m.start(1), m.end(1))
+                if (
+                    known_first
+                    and not trimmed_off
+                    and not sentence_start
+                    and names[0] not in self.blocked
+                ):
+                    add((start, end), 0.5)
                 continue
             if any(w in self.blocked for w in names[1:]):
-                span = self._trim(text, m.start(1), m.end(1))
-                if span is None or span == (m.start(1), m.end(1)):
+                trimmed = self._trim(text, start, end)
+                if trimmed is None or trimmed == (start, end):
                     continue
-                inner = text[span[0] : span[1]].split()
+                inner = text[trimmed[0] : trimmed[1]].split()
                 if len(inner) < 2 or any(w in self.blocked for w in inner):
                     continue
-                if not self._is_thing(text, *span):
-                    add(span, 0.6)
+                if not self._is_thing(text, *trimmed):
+                    add(trimmed, 0.6)
                 continue
             if names[0] in self.blocked:
-                span = self._trim(text, m.start(1), m.end(1))
-                if span and len(text[span[0] : span[1]].split()) >= 2:
-                    inner = text[span[0] : span[1]].split()
+                trimmed = self._trim(text, start, end)
+                if trimmed and len(text[trimmed[0] : trimmed[1]].split()) >= 2:
+                    inner = text[trimmed[0] : trimmed[1]].split()
                     named = inner[0] in self.first_names or any(w in self.last_names for w in inner)
-                    if named and not self._is_thing(text, *span):
-                        add(span, 0.6)
+                    if named and not self._is_thing(text, *trimmed):
+                        add(trimmed, 0.6)
                 continue
             # two or more capitalised tokens, none an ordinary word: a proper name
-            add((m.start(1), m.end(1)), 0.75 if known_first or known_last else 0.5)
+            add((start, end), 0.75 if known_first or known_last else 0.5)
         return results
 
 

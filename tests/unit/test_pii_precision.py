@@ -47,6 +47,18 @@ ORDINARY_CAPITALISED = {
         "The transfer I made on Monday is missing.",
         "Statements for September are not in the app.",
     ],
+    "occupations and sectors": [
+        "Occupation on the form: Occupational Hygienist.",
+        "Customer asks whether Civil Engineering counts as a business expense.",
+        "Occupation on the form: Programmer, Multimedia.",
+        "Interest rates for Higher Education loans were updated.",
+    ],
+    "firms of partners in other languages": [
+        "Payroll deposits from Tanghe, Schoofs en De Baets NV arrive on the 25th.",
+    ],
+    "a country's other name in brackets": [
+        "Residents of British Indian Ocean Territory (Chagos Archipelago) need extra checks.",
+    ],
     "titles of things": [
         "Is the Premium Metal card design still available?",
         "I read the Terms and Conditions twice.",
