@@ -92,17 +92,20 @@ class RegistrySource:
         import time
 
         import mlflow.artifacts
+        from mlflow.tracking import MlflowClient
 
         from tasks.models import load_predictor
 
         tmp = Path(tempfile.mkdtemp(prefix="tunegate-serve-"))
         try:
+            # A `models:/` URI would be resolved against the process's default registry, not
+            # this one (download_artifacts ignores registry_uri for it): resolve it here.
+            client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.name}/{version}",
+                    artifact_uri=client.get_model_version_download_uri(self.name, version),
                     dst_path=str(tmp),
                     tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
                 )
             )
             found = sorted(p.parent for p in local.rglob("tunegate.json"))
