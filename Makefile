@@ -6,6 +6,11 @@ PYTHON     ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN         = $(VENV)/bin
 STAMP       = $(VENV)/.installed
+# Label Studio (the review queue) pins too much to share .venv: its own environment, started by
+# `tunegate review-server`, which finds it here (or at $TUNEGATE_LABEL_STUDIO).
+LS_VENV    ?= .venv-labelstudio
+LS_SPEC    ?= label-studio==1.23.2
+LS_STAMP    = $(LS_VENV)/.installed
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE=1
@@ -15,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export GX_ANALYTICS_ENABLED=false
 export DO_NOT_TRACK=1
 
-.PHONY: install demo test lint unit integration service fuzz clean
+.PHONY: install labelstudio demo test lint unit integration service fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +31,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(LS_STAMP):
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --upgrade pip
+	$(LS_VENV)/bin/pip install -q "$(LS_SPEC)"
+	# A migrated, empty SQLite database: `tunegate review-server` copies it into a new data dir,
+	# so a first start takes seconds instead of minutes of migrations.
+	cd "$$($(LS_VENV)/bin/python -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')" && \
+	  LABEL_STUDIO_BASE_DATA_DIR="$(abspath $(LS_VENV))/template" COLLECT_ANALYTICS=false \
+	  LATEST_VERSION_CHECK=false "$(abspath $(LS_VENV))/bin/python" manage.py migrate -v 0
+	touch $(LS_STAMP)
+
+labelstudio: $(LS_STAMP)
+
 demo: install
 	$(BIN)/tunegate run --config configs/demo.yaml --summary-json .tunegate/demo-summary.json
 
@@ -35,7 +53,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint
+test: lint labelstudio
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install
@@ -44,7 +62,7 @@ unit: install
 integration: install
 	$(BIN)/pytest -m integration
 
-service: install
+service: install labelstudio
 	$(BIN)/pytest -m service
 
 fuzz: install

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -52,6 +53,8 @@ from tasks.feedback import (
     parse_records,
 )
 from tasks.load import DataSettings
+from tasks.review.client import TOKEN_HEADER
+from tasks.review.corrections import PayloadRefused, parse_annotation
 
 log = logging.getLogger("tunegate.webhook")
 
@@ -205,10 +208,14 @@ def create_app(
     secret: str,
     events: PrefectEvents,
     clock=time.time,  # noqa: ANN001 - a zero-argument callable returning unix seconds
+    review_token: str | None = None,
 ) -> FastAPI:
-    """The receiver for one config; `secret` and `events` come from the edge (the CLI).
+    """The receiver for one config; `secret`, `events` and `review_token` come from the edge
+    (the CLI).
 
     `secret` is a Standard Webhooks secret (`whsec_<base64>`); `SecretInvalid` otherwise.
+    `review_token`: the token Label Studio sends in `X-Tunegate-Review-Token` to
+    `POST /label-studio` (None: that route answers 404).
     """
     webhook = Webhook(check_secret(secret))
     settings = config.webhook
@@ -269,7 +276,73 @@ def create_app(
             {**_answer(batch), "duplicate": False, "trigger": trigger}, status_code=202
         )
 
+    @app.post("/label-studio", status_code=202)
+    async def label_studio(request: Request) -> JSONResponse:
+        """Label Studio's webhook (annotation created or updated) -> one feedback row.
+
+        Deduplicated by (task id, annotation id): the same answer again writes nothing (200
+        `unchanged`), a changed answer writes one new batch (202) that replaces the earlier row.
+        """
+        if review_token is None:
+            return refuse(
+                404,
+                f"the review queue is off: set the variable named by review.webhook_token_env "
+                f"({config.review.webhook_token_env}) where the webhook starts",
+            )
+        sent = request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), review_token.encode()):
+            return refuse(401, f"{TOKEN_HEADER}: missing or wrong")
+        body = await _read_capped(request, settings.max_body_bytes)
+        if body is None:
+            return refuse(413, f"body over webhook.max_body_bytes ({settings.max_body_bytes})")
+        try:
+            answer = parse_annotation(json.loads(body), data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return refuse(422, "body: not valid JSON")
+        except PayloadRefused as exc:
+            return refuse(422, str(exc))
+        if answer is None:
+            return JSONResponse({"status": "ignored", "trigger": "none"}, status_code=200)
+        async with lock:
+            last = await asyncio.to_thread(store.review_answer, answer.key)
+            if last is not None and last.get("digest") == answer.digest:
+                return JSONResponse(
+                    {"status": "unchanged", "batch_id": last.get("batch"), "trigger": "none"},
+                    status_code=200,
+                )
+            revision = int(last.get("revision", 0)) + 1 if last else 1
+            batch = await asyncio.to_thread(store.write_batch, [answer.row(data, revision)])
+            await asyncio.to_thread(
+                store.remember_review_answer,
+                answer.key,
+                {"digest": answer.digest, "revision": revision, "batch": batch.batch_id},
+            )
+            trigger = "none" if batch.duplicate else await signaller.landed(batch)
+        log.info(
+            "review answer to task %s: batch %s; trigger %s",
+            answer.task_id,
+            batch.batch_id,
+            trigger,
+        )
+        return JSONResponse(
+            {**_answer(batch), "duplicate": batch.duplicate, "trigger": trigger},
+            status_code=200 if batch.duplicate else 202,
+        )
+
     return app
+
+
+async def _read_capped(request: Request, max_bytes: int) -> bytes | None:
+    """The body, or None once it is over `max_bytes` (decided before reading it all)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return bytes(body)
 
 
 def feedback_openapi(data: DataSettings) -> dict:
@@ -340,14 +413,20 @@ def _dereference(body: bytes, store: FeedbackStore, max_bytes: int) -> bytes:
     return body
 
 
-def serve_webhook(config: RetrainConfig, secret: str, prefect_api_url: str | None) -> None:
+def serve_webhook(
+    config: RetrainConfig,
+    secret: str,
+    prefect_api_url: str | None,
+    review_token: str | None = None,
+) -> None:
     """Run the receiver with uvicorn on `webhook.host`:`webhook.port` until interrupted."""
     import uvicorn
 
-    app = create_app(config, secret, PrefectEvents(prefect_api_url))
+    app = create_app(config, secret, PrefectEvents(prefect_api_url), review_token=review_token)
     print(
         f"tunegate webhook on http://{config.webhook.host}:{config.webhook.port}/feedback; "
-        f"store {config.feedback.store}; Prefect API {prefect_api_url or '(none: triggers pending)'}",
+        f"store {config.feedback.store}; Prefect API {prefect_api_url or '(none: triggers pending)'}; "
+        f"Label Studio answers {'on /label-studio' if review_token else 'off'}",
         flush=True,
     )
     uvicorn.run(app, host=config.webhook.host, port=config.webhook.port, log_level="warning")

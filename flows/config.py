@@ -25,6 +25,7 @@ from tasks.models import ModelSettings
 from tasks.monitor import MonitorSettings
 from tasks.pii import PIISettings
 from tasks.registry import MLflowSettings
+from tasks.review.settings import ReviewSettings
 from tasks.search import SearchSettings
 from tasks.serving import ServingSettings
 from tasks.split import SplitSettings
@@ -56,6 +57,7 @@ class RetrainConfig(BaseModel):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     work_dir: Path = Field(
         default=Path(".tunegate/runs"), description="Folder for each run's files."
     )

@@ -35,6 +35,7 @@ from tasks.load import DataSettings
 
 EVENT_NAME = "tunegate.feedback.landed"
 INCOMING = "incoming"  # the only folder of the store a webhook `ref` may name
+REVIEW = "review"  # the last answer per Label Studio (task, annotation)
 
 
 class FeedbackSettings(BaseModel):
@@ -275,6 +276,25 @@ class FeedbackStore:
 
     def remember_delivery(self, delivery_id: str, batch_id: str) -> None:
         self._write_atomic(self._delivery_path(delivery_id), batch_id.encode())
+
+    def _review_path(self, key: str) -> str:
+        return self._path(REVIEW, hashlib.sha256(key.encode()).hexdigest() + ".json")
+
+    def review_answer(self, key: str) -> dict | None:
+        """The answer last written for one Label Studio (task, annotation) key, if any: its
+        digest, revision and batch (`tasks.review.corrections`)."""
+        path = self._review_path(key)
+        if not self.fs.exists(path):
+            return None
+        try:
+            entry = json.loads(self.fs.cat_file(path))
+        except (ValueError, OSError):
+            return None
+        return entry if isinstance(entry, dict) else None
+
+    def remember_review_answer(self, key: str, entry: dict) -> None:
+        self.fs.makedirs(self._path(REVIEW), exist_ok=True)
+        self._write_atomic(self._review_path(key), json.dumps(entry).encode())
 
     def read_ref(self, ref: str, max_bytes: int) -> bytes:
         """A file a system dropped under `<store>/incoming/`, size-capped.

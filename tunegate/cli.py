@@ -12,6 +12,8 @@
     tunegate models [--config FILE] [--set key=value ...]
     tunegate monitor [--config FILE] [--set key=value ...] [--summary-json PATH]
     tunegate feedback list|exclude BATCH [--config FILE] [--set key=value ...]
+    tunegate review-server [--host H] [--port P] [--data-dir DIR]
+    tunegate review --config FILE [--set key=value ...]
 
 Exit status: 0 when the flow completed (promoted or not), 1 when it failed, 2 when the config or
 the data file is refused before any work starts (one line on stderr, no traceback). The registry
@@ -26,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from tunegate.commands import data, feedback, monitor, registry, run, serve, service
+from tunegate.commands import data, feedback, monitor, registry, review, run, serve, service
 from tunegate.commands.common import CLIError
 
 # Offline and quiet by default: no hub downloads, no telemetry. Set before the libraries load.
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.register(sub)
     serve.register(sub)  # serve-model
     feedback.register(sub)  # feedback list, feedback exclude
+    review.register(sub)  # review-server, review
     return parser
 
 

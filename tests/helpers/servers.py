@@ -194,3 +194,56 @@ def signed_post(
 
 def jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+# --- Label Studio (the review queue) -------------------------------------------------------
+
+LS_USER = "reviewer@tunegate.invalid"
+LS_PASSWORD = "service-test-password-1"
+LS_TOKEN = "tunegate-service-test-token-0123456789"  # a legacy API token (LABEL_STUDIO_USER_TOKEN)
+REVIEW_TOKEN = "review-webhook-token-for-the-service-tier"  # X-Tunegate-Review-Token
+LS_VENV = Path(os.environ.get("TUNEGATE_LABEL_STUDIO") or REPO / ".venv-labelstudio")
+
+
+@dataclass
+class LabelStudioServer:
+    url: str
+    token: str
+    data_dir: Path
+    proc: Proc
+
+
+def start_label_studio(services: Services, root: Path) -> LabelStudioServer:
+    """`tunegate review-server` on a free loopback port with a fresh SQLite data dir; waits
+    for its /health. Needs `make labelstudio` (the fixture says so when it is missing)."""
+    import sys
+
+    port = free_port()
+    data_dir = root / "label-studio"
+    env = {
+        **services.env,
+        "PYTHONPATH": str(REPO),
+        "LABEL_STUDIO_USERNAME": LS_USER,
+        "LABEL_STUDIO_PASSWORD": LS_PASSWORD,
+        "LABEL_STUDIO_USER_TOKEN": LS_TOKEN,
+        "TUNEGATE_LABEL_STUDIO": str(LS_VENV),
+    }
+    own = Services(root, env)
+    proc = own.start(
+        "label-studio",
+        [
+            sys.executable,
+            "-m",
+            "tunegate",
+            "review-server",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        port,
+    )
+    services.procs.append(proc)  # stopped with the others
+    url = f"http://127.0.0.1:{port}"
+    services.wait_healthy(proc, f"{url}/health", timeout=400)
+    return LabelStudioServer(url=url, token=LS_TOKEN, data_dir=data_dir, proc=proc)

@@ -19,13 +19,16 @@ import yaml
 
 from tests.helpers.servers import (
     LABELS,
+    LS_VENV,
     REPO,
     SECRET,
     TRIGGER_MAX_WAIT_S,
     TRIGGER_MIN_ROWS,
+    LabelStudioServer,
     Services,
     Stack,
     free_port,
+    start_label_studio,
 )
 from tunegate.demo_data.loans import generate
 
@@ -148,5 +151,18 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
         services.wait_healthy(serve, deployed)
         services.wait_healthy(webhook, f"http://127.0.0.1:{webhook_port}/health")
         yield stack
+    finally:
+        services.stop_all()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> LabelStudioServer:
+    """A real Label Studio (`tunegate review-server`, SQLite) on loopback for the session."""
+    if not (LS_VENV / "bin" / "label-studio").is_file():
+        pytest.fail("Label Studio is not installed: run `make labelstudio` (.venv-labelstudio)")
+    root = tmp_path_factory.mktemp("label-studio")
+    services = Services(root, {**os.environ})
+    try:
+        yield start_label_studio(services, root)
     finally:
         services.stop_all()

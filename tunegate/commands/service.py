@@ -95,5 +95,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
         api_url = PREFECT_API_URL.value() or None
     from deployments.webhook import serve_webhook
 
-    serve_webhook(config, secret, api_url)
+    # Label Studio's answers (POST /label-studio) need the shared token its webhook sends.
+    review_token = os.environ.get(config.review.webhook_token_env) or None
+    serve_webhook(config, secret, api_url, review_token)
     return 0
