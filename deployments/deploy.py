@@ -2,8 +2,9 @@
 
 `prefect.yaml` is the one place the deployments are defined (names, schedule, trigger,
 concurrency, work pool); the `config` parameter's default comes from the user's config file.
-Each entry's `entrypoint` picks its flow: the retrain flow, or the monitor flow
-(`MONITOR_ENTRYPOINT`), whose `config` is the monitor's part of the same file.
+Each entry's `entrypoint` picks its flow: the retrain flow, the monitor flow
+(`MONITOR_ENTRYPOINT`) or the review flow (`REVIEW_ENTRYPOINT`), whose `config` is that flow's
+part of the same file.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tasks.locks import ensure_lock, retrain_lock_name
 
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 MONITOR_ENTRYPOINT = "flows/monitor.py:monitor"
+REVIEW_ENTRYPOINT = "flows/review.py:review"
 
 
 class WorkPoolSpec(BaseModel):
@@ -71,6 +73,10 @@ def _flow_for(spec: DeploymentSpec, config: RetrainConfig) -> tuple[Any, dict[st
         from flows.monitor import MonitorConfig, monitor
 
         return monitor, {"config": MonitorConfig.of(config).model_dump(mode="json")}
+    if spec.entrypoint == REVIEW_ENTRYPOINT:
+        from flows.review import ReviewConfig, review
+
+        return review, {"config": ReviewConfig.of(config).model_dump(mode="json")}
     from flows.retrain import retrain
 
     return retrain, config_parameters(config)

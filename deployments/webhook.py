@@ -306,6 +306,7 @@ def create_app(
         async with lock:
             last = await asyncio.to_thread(store.review_answer, answer.key)
             if last is not None and last.get("digest") == answer.digest:
+                log.info("review answer to task %s unchanged: nothing written", answer.task_id)
                 return JSONResponse(
                     {"status": "unchanged", "batch_id": last.get("batch"), "trigger": "none"},
                     status_code=200,

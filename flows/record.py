@@ -66,6 +66,8 @@ class RetrainSummary(BaseModel):
     # none); approval: decision, by, comment when gate.approval=required (else None)
     production_corrections: dict | None = None
     approval: dict | None = None
+    # the review queue (review.url set): project_id, imported, selected; or error (the type)
+    review: dict | None = None
 
 
 @dataclass

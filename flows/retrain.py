@@ -52,6 +52,7 @@ from flows.record import (
 from flows.search import run_search, search_plots, search_summary
 from flows.timing import stage_seconds, start_timings, timed
 from flows.train_remote import train_on_pool
+from tasks import stage_logger
 from tasks.dataset import batches_to_quarantine, merge_feedback_task
 from tasks.evaluate import EvalResult
 from tasks.feedback import FeedbackInput, FeedbackMerge, FeedbackStore
@@ -220,8 +221,53 @@ def _run_stages(
     summary.timings = stage_seconds(timings)
     record_timings(tracker, summary.timings)
     _mark_feedback_included(config, feedback, tracker.run_id)
+    if config.review.url is not None:
+        summary.review = _queue_for_review(config, splits, evaluation, registration, data.labels)
+        tracker.set_tags({"tunegate.review": _review_tag(summary.review)})
     record_summary(summary, evaluation, decision, report_path, config.gate)
     return summary
+
+
+def _queue_for_review(
+    config: RetrainConfig,
+    splits: SplitResult,
+    evaluation: Evaluation,
+    registration: Registration,
+    labels: list[str],
+) -> dict:
+    """The review flow with this run's test split (disagreements, worst errors) as a subflow.
+
+    Best-effort: the model is registered and promoted (or not) already, so a Label Studio
+    outage must not fail the run; it is logged as a warning and recorded (the error's type and
+    HTTP status only: an API error's body could echo a task's text).
+    """
+    import pandas as pd
+
+    from flows.review import ReviewConfig, TestExamples, review
+
+    try:
+        candidate, champion = evaluation.candidate, evaluation.champion
+        test = TestExamples(
+            texts=pd.read_parquet(splits.test_path, columns=["text"])["text"].astype(str).tolist(),
+            references=candidate.references,
+            candidate=candidate.predictions,
+            champion=champion.predictions if champion is not None else None,
+            candidate_scores=candidate.per_example.get("rougeL"),
+            candidate_version=registration.version,
+        )
+        summary = review(ReviewConfig.of(config, labels), test=test)
+    except Exception as exc:  # noqa: BLE001 - recorded and warned, never fatal (see above)
+        status = getattr(exc, "status_code", None)
+        error = type(exc).__name__ + (f" (HTTP {status})" if status else "")
+        stage_logger().warning("review queue not updated: %s; the run goes on", error)
+        return {"error": error}
+    return summary.model_dump(include={"project_id", "project_url", "imported", "selected"})
+
+
+def _review_tag(review: dict) -> str:
+    if "error" in review:
+        return f"failed: {review['error']}"
+    return f"queued {review['imported']} in project {review['project_id']}"
 
 
 def _mark_feedback_included(config: RetrainConfig, feedback: FeedbackMerge, run_id: str) -> None:

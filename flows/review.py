@@ -167,8 +167,9 @@ def review(config: ReviewConfig, test: TestExamples | None = None) -> ReviewSumm
         token = _secret(settings.webhook_token_env, "the token Label Studio sends to the webhook")
     logger = get_run_logger()
 
-    items = _select(config, test)
     queue = ReviewQueue(settings.url, api_key, settings.timeout_s)
+    queue.ping()
+    items = _select(config, test)
     client = _mlflow(config.mlflow)
     project_id, created = queue.ensure_project(
         name, config.task, config.labels, _known_project(client, name)

@@ -33,7 +33,14 @@ class ReviewQueue:
         from label_studio_sdk import LabelStudio
 
         self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
         self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout_s)
+
+    def ping(self) -> None:
+        """Fail fast (an `httpx` error) when Label Studio does not answer its health check."""
+        import httpx
+
+        httpx.get(f"{self.url}/health", timeout=self.timeout_s).raise_for_status()
 
     def ensure_project(
         self, model_name: str, task: str, labels: list[str] | None, known_id: int | None

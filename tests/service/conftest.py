@@ -21,6 +21,7 @@ from tests.helpers.servers import (
     LABELS,
     LS_VENV,
     REPO,
+    REVIEW_TOKEN,
     SECRET,
     TRIGGER_MAX_WAIT_S,
     TRIGGER_MIN_ROWS,
@@ -50,6 +51,7 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
         "PREFECT_UI_API_URL": prefect_api,
         "PREFECT_LOGGING_LEVEL": "INFO",
         "TUNEGATE_WEBHOOK_SECRET": SECRET,
+        "TUNEGATE_REVIEW_TOKEN": REVIEW_TOKEN,  # the webhook's /label-studio route is on
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",

@@ -18,6 +18,7 @@ def test_prefect_yaml_defines_scheduled_manual_and_triggered_retrains(tmp_path):
         "retrain-manual",
         "retrain-on-feedback",
         "monitor-hourly",
+        "review-scheduled",
     }
     base = tmp_path / "base.jsonl"
     base.write_text('{"text": "a", "label": "good"}\n')
@@ -72,3 +73,26 @@ def test_monitor_deployment_runs_hourly_with_the_monitor_part_of_the_config(tmp_
     schema = deployment._parameter_openapi_schema.model_dump()
     threshold = schema["definitions"]["MonitorSettings"]["properties"]["drift_threshold"]
     assert threshold["description"] and threshold["default"] == 0.75
+
+
+def test_review_deployment_runs_hourly_with_the_review_part_of_the_config(tmp_path):
+    from deployments.deploy import build_deployments, load_specs
+    from flows.config import load_config
+
+    base = tmp_path / "base.jsonl"
+    base.write_text('{"text": "a", "label": "good"}\n')
+    config = load_config(
+        None,
+        [f"data.path={base}", "data.labels=[good, bad]", "review.url=http://ls:8080/"],
+    )
+    spec = next(s for s in load_specs() if s.name == "review-scheduled")
+    (deployment,) = build_deployments(config, [spec])
+    assert deployment.flow_name == "review" and deployment.concurrency_limit == 1
+    parameters = deployment.parameters["config"]
+    assert parameters["review"]["url"] == "http://ls:8080" and parameters["labels"] == [
+        "good",
+        "bad",
+    ]
+    assert "data" not in parameters and "api_key" not in str(parameters["review"]).replace(
+        "api_key_env", ""
+    )

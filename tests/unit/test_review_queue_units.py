@@ -325,3 +325,18 @@ def test_review_server_needs_the_admin_env_and_seeds_a_new_data_dir(tmp_path):
     data.mkdir()
     assert seed_database(exe, data) and (data / "label_studio.sqlite3").read_bytes() == b"db"
     assert not seed_database(exe, data)  # an existing database is never replaced
+
+
+def test_review_command_refuses_a_config_without_a_url_and_names_bad_keys(tmp_path, capsys):
+    from tunegate.cli import main
+
+    assert main(["review", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "--config: file not found" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("review:\n  min_confidence: 0.3\n")
+    assert main(["review", "--config", str(config)]) == 2
+    assert "review.url: not set" in capsys.readouterr().err
+    assert main(["review", "--config", str(config), "--set", "review.url=ftp://x"]) == 2
+    assert "review.url: must start with http:// or https://" in capsys.readouterr().err
+    assert main(["review", "--config", str(config), "--set", "review.api_key_env=a b"]) == 2
+    assert "review.api_key_env" in capsys.readouterr().err
