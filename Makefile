@@ -31,12 +31,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Also a migrated, empty SQLite database in $(LS_VENV)/template: `tunegate review-server` copies
+# it into a new data dir, so a first start takes seconds instead of minutes of migrations.
 $(LS_STAMP):
 	$(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/pip install -q --upgrade pip
 	$(LS_VENV)/bin/pip install -q "$(LS_SPEC)"
-	# A migrated, empty SQLite database: `tunegate review-server` copies it into a new data dir,
-	# so a first start takes seconds instead of minutes of migrations.
 	cd "$$($(LS_VENV)/bin/python -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')" && \
 	  LABEL_STUDIO_BASE_DATA_DIR="$(abspath $(LS_VENV))/template" COLLECT_ANALYTICS=false \
 	  LATEST_VERSION_CHECK=false "$(abspath $(LS_VENV))/bin/python" manage.py migrate -v 0
