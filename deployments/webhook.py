@@ -54,7 +54,7 @@ from tasks.feedback import (
 )
 from tasks.load import DataSettings
 from tasks.review.client import TOKEN_HEADER
-from tasks.review.corrections import PayloadRefused, parse_annotation
+from tasks.review.corrections import ACTIONS, PayloadRefused, parse_annotation
 
 log = logging.getLogger("tunegate.webhook")
 
@@ -276,7 +276,7 @@ def create_app(
             {**_answer(batch), "duplicate": False, "trigger": trigger}, status_code=202
         )
 
-    @app.post("/label-studio", status_code=202)
+    @app.post("/label-studio", status_code=202, openapi_extra=label_studio_openapi())
     async def label_studio(request: Request) -> JSONResponse:
         """Label Studio's webhook (annotation created or updated) -> one feedback row.
 
@@ -388,6 +388,40 @@ def feedback_openapi(data: DataSettings) -> dict:
                 },
             },
         },
+        "responses": {code: {"description": text} for code, text in answers.items()},
+    }
+
+
+def label_studio_openapi() -> dict:
+    """`POST /label-studio` in the OpenAPI schema (the body is read raw, size-capped)."""
+    body = {
+        "type": "object",
+        "properties": {
+            "action": {"type": "string", "enum": list(ACTIONS)},
+            "annotation": {"type": "object", "properties": {"id": {"type": "integer"}}},
+            "task": {"type": "object", "properties": {"id": {"type": "integer"}}},
+        },
+        "required": ["action", "annotation", "task"],
+    }
+    answers = {
+        "200": "no answer to store (another action, a skipped task) or the same answer again",
+        "202": "stored as a feedback batch; the answer says whether a retrain was signalled",
+        "401": f"{TOKEN_HEADER} missing or wrong",
+        "404": "the webhook started without the review token: the route is off",
+        "413": "body over webhook.max_body_bytes",
+        "422": "a payload that cannot become a feedback row, its key named",
+    }
+    return {
+        "parameters": [
+            {
+                "in": "header",
+                "name": TOKEN_HEADER,
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "the shared token the project's webhook sends",
+            }
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {code: {"description": text} for code, text in answers.items()},
     }
 
