@@ -2,7 +2,9 @@
 
 `prefect server start` (SQLite, its own PREFECT_HOME), `mlflow server` (SQLite backend, local
 artifact store), `tunegate serve` for the deployments of `deployments/prefect.yaml`, and
-`tunegate webhook`. Every process is started in its own process group and stopped (TERM, then
+`tunegate webhook` (with the review token: its `/label-studio` route is on), and, for the tests
+that ask for it, Label Studio (`tunegate review-server`, SQLite; needs `make labelstudio`). Every
+process is started in its own process group and stopped (TERM, then
 KILL) at the end of the session, also when a test fails; the ports are checked free again.
 """
 

@@ -247,7 +247,18 @@ def _end_to_end(
         "the review answer did not start retrain-on-feedback",
         every=1,
     )
-    assert new_run
+    run_id = new_run[0]["id"]
+    state = wait_for(
+        lambda: (
+            (r := stack.prefect("GET", f"/flow_runs/{run_id}"))["state_type"]
+            not in ("SCHEDULED", "PENDING")
+            and r["state_type"]
+        ),
+        90,
+        "tunegate serve did not pick up the triggered retrain",
+        every=1,
+    )
+    assert state in ("RUNNING", "COMPLETED"), state  # it runs on (the session's end stops it)
     store = FeedbackStore(str(stack.store))
     data = DataSettings(
         path=stack.root / "loans.jsonl",
