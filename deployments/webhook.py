@@ -297,7 +297,7 @@ def create_app(
             return refuse(413, f"body over webhook.max_body_bytes ({settings.max_body_bytes})")
         try:
             answer = parse_annotation(json.loads(body), data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return refuse(422, "body: not valid JSON")
         except PayloadRefused as exc:
             return refuse(422, str(exc))

@@ -340,3 +340,12 @@ def test_review_command_refuses_a_config_without_a_url_and_names_bad_keys(tmp_pa
     assert "review.url: must start with http:// or https://" in capsys.readouterr().err
     assert main(["review", "--config", str(config), "--set", "review.api_key_env=a b"]) == 2
     assert "review.api_key_env" in capsys.readouterr().err
+
+
+def test_label_studio_route_refuses_what_is_no_payload(hook):
+    client, store = hook
+    headers = {TOKEN_HEADER: TOKEN, "Content-Type": "application/json"}
+    for body in (b"not json", b"[" * 100_000, b"\xff\xfe", b"[1, 2]", b'"text"'):
+        answer = client.post("/label-studio", content=body, headers=headers)
+        assert answer.status_code == 422, (body[:10], answer.text)
+    assert store.batch_ids() == []
