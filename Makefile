@@ -17,7 +17,7 @@ export DO_NOT_TRACK=1
 
 .PHONY: install demo test lint unit integration service fuzz clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
