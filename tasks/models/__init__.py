@@ -3,7 +3,8 @@ generation and prediction.
 
 The bottom of the model stack: training, evaluation, the baseline, augmentation, the adversarial
 search and the MLflow pyfunc all load and describe models through this package, so it imports no
-other stage. `card` (settings, `tunegate.json`) -> `loading` (base models, trained folders,
+other stage. `card` (settings, `tunegate.json`) -> `embedded` (base models shipped in packages;
+a GGUF file converted once into the cache) -> `loading` (base models, trained folders,
 device and dtype) -> `generation` (prompts, the one batched generation core) -> `predict`
 (`TextClassifier`, `TextGenerator`).
 """
