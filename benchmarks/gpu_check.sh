@@ -16,7 +16,7 @@
 # or replace the CPU one (`rm -rf .venv && make install TORCH_SPEC=torch==2.14.1`) and run
 #   benchmarks/gpu_check.sh 2>&1 | tee benchmarks/gpu_check.txt
 # The interpreter is $PYTHON when set (refused if not executable), else .venv/bin/python, else
-# python3 from PATH. `--cpu` runs every step at toy sizes on the CPU (proves it runs; about 8
+# python3 from PATH. `--cpu` runs every step at toy sizes on the CPU (proves it runs; about 10
 # minutes on 2 busy cores, benchmarks/gpu_check_cpu.txt). The serve step's model server runs in
 # its own process group, stopped (SIGTERM, then SIGKILL) with every process it started.
 set -euo pipefail

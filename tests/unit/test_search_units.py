@@ -112,7 +112,10 @@ def test_storage_sits_beside_the_mlflow_sqlite_store_and_hides_passwords(tmp_pat
 
 
 def test_a_work_pool_needs_a_storage_its_worker_shares(tmp_path):
-    check_pool_storage("postgresql://u:p@db/optuna", "gpu")
+    check_pool_storage("postgresql://optuna@db/optuna", "gpu")
+    with pytest.raises(TrainingError, match="carries a password") as secret:
+        check_pool_storage("postgresql://optuna:hunter2@db/optuna", "gpu")
+    assert "hunter2" not in str(secret.value)
     check_pool_storage(f"sqlite:///{tmp_path}/optuna.db", "gpu")  # absolute: one host
     for url in ("sqlite:///optuna.db", "sqlite://", "sqlite:///:memory:"):
         with pytest.raises(TrainingError, match="search.storage: .*train.work_pool 'gpu'"):
