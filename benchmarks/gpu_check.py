@@ -70,8 +70,8 @@ def build_model(path: Path, shape: dict, device: str) -> int:
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
-    vocab = {f"w{i}": i for i in range(shape["vocab_size"])}
-    vocab.update({"<pad>": 0, "<s>": 1, "</s>": 2})
+    # The specials take ids 0-2 (not added after the vocabulary, past the embedding's rows).
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, shape["vocab_size"])}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
@@ -365,7 +365,9 @@ def serve(args: argparse.Namespace) -> int:
         return time.perf_counter() - started
 
     with GpuSampler() as gpu:
-        server = subprocess.Popen(command, cwd=ROOT)
+        # Its own process group: stopped with every process it started, whatever happens here.
+        server = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+        served = {server.pid}
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -384,12 +386,50 @@ def serve(args: argparse.Namespace) -> int:
                     latencies = sorted(pool.map(lambda _: request(), range(total)))
                 figure(f"serve_c{clients}_requests_per_s", total / (time.perf_counter() - started))
                 figure(f"serve_c{clients}_p95_s", latencies[int(0.95 * (len(latencies) - 1))])
+                served |= _descendants(server.pid)
         finally:
-            server.terminate()
-            server.wait(timeout=60)
-    served = {server.pid} | _descendants(server.pid)
+            left = stop_group(server)
     figure("serve_on_gpu", str(any(gpu.peak.get(p, 0) > 0 for p in served)).lower())
+    if left:
+        print(f"gpu_check: processes of the model server still running: {left}", file=sys.stderr)
+        return 1
     return 0
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> list[int]:
+    """SIGTERM to `proc`'s process group, SIGKILL to what is left after `grace_s`; reap `proc`.
+    Returns the group's processes still alive afterwards (none, unless one could not be killed)."""
+    import signal
+
+    group = proc.pid
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, or it stays a zombie in the group
+            if not _group_members(group):
+                break
+            time.sleep(0.2)
+        if not _group_members(group):
+            break
+    proc.wait(timeout=10)
+    return _group_members(group)
+
+
+def _group_members(group: int) -> list[int]:
+    """Live (not zombie) processes in process group `group`, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
 
 
 def main() -> int:

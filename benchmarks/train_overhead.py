@@ -16,7 +16,11 @@ What each side does, on the same model, data, steps and seed, each in its own fr
   epoch, 2 checkpoints kept, the best by macro-F1 loaded at the end, the same early-stopping
   callback) and the adapter and tokenizer saved at the end.
 
-So the two differ only in what tunegate adds around the Trainer. The default workload (a
+So the two differ only in what tunegate adds around the Trainer. Before timing, one throwaway
+process imports both stacks (page cache, bytecode), and repeats alternate which side goes
+first: with one repeat the tunegate side always went first and alone met a cold start, the
+likeliest reading of the earlier 1.22 (idle) and 2.03 (under load) ratios, since a cProfile of
+both workers at 256 rows differs by about 1% of wall time (README "Training"). The default workload (a
 4-layer, 256-wide Llama classifier, 1536 rows x 3 epochs = 288 steps) should take about 2-3 minutes a
 side on 2 idle cores (extrapolated from a 48-step run, not yet measured idle at full size). Timing figures are only meaningful on an
 otherwise idle machine.
@@ -232,7 +236,9 @@ def compare(args: argparse.Namespace, root: Path, made: dict, size: dict) -> flo
           "LoRA r=8 q_proj/v_proj; both sides evaluate and checkpoint each epoch, keep 2, load "
           "the best")  # fmt: skip
     walls: dict[str, list[float]] = {"tunegate": [], "bare": []}
-    for i in range(args.repeats):
+    print(f"warm-up (imports once in a throwaway process): {warm_up():.1f}s")
+
+    def tunegate(i: int) -> None:
         started = time.perf_counter()
         result = run_training(overhead_job(root, made, size, f"tunegate-{i}"))
         walls["tunegate"].append(time.perf_counter() - started)
@@ -240,16 +246,38 @@ def compare(args: argparse.Namespace, root: Path, made: dict, size: dict) -> flo
         outside = walls["tunegate"][-1] - result.seconds
         print(f"  tunegate {walls['tunegate'][-1]:.1f}s: Trainer loop {result.seconds:.1f}s, "
               f"outside it (child start, imports, load, data, save) {outside:.1f}s")  # fmt: skip
+
+    def bare(i: int) -> None:
         spec = write_spec(overhead_job(root, made, size, f"bare-{i}"))
         walls["bare"].append(run_bare(spec))
-        bare = json.loads((spec.parent / "bare.json").read_text())
-        assert bare["steps"] == steps, bare["steps"]
-        print(f"  bare     {walls['bare'][-1]:.1f}s: Trainer loop {bare['loop_s']:.1f}s, "
-              f"outside it {walls['bare'][-1] - bare['loop_s']:.1f}s")  # fmt: skip
+        done = json.loads((spec.parent / "bare.json").read_text())
+        assert done["steps"] == steps, done["steps"]
+        print(f"  bare     {walls['bare'][-1]:.1f}s: Trainer loop {done['loop_s']:.1f}s, "
+              f"outside it {walls['bare'][-1] - done['loop_s']:.1f}s")  # fmt: skip
+
+    for i in range(args.repeats):
+        # Alternate which side goes first, so neither always meets a colder page cache.
+        for side in (tunegate, bare) if i % 2 == 0 else (bare, tunegate):
+            side(i)
         print(f"repeat {i}: tunegate {walls['tunegate'][-1]:.1f}s, bare {walls['bare'][-1]:.1f}s")
     best = {k: min(v) for k, v in walls.items()}
     print(f"fastest wall: tunegate {best['tunegate']:.1f}s, bare Trainer+peft {best['bare']:.1f}s")
     return best["tunegate"] / best["bare"]
+
+
+def warm_up() -> float:
+    """Import both sides' stacks once in a throwaway process, so the first timed side does not
+    alone pay for reading torch & co. from disk and compiling tunegate's bytecode (at a few
+    hundred rows imports are most of a side's wall time)."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "import sklearn.metrics, datasets, peft, transformers; "
+         "import tasks.train.worker, tasks.train.fit, tasks.train.metrics; "
+         "from transformers import Trainer"],
+        check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return time.perf_counter() - started
 
 
 def memory(root: Path, made: dict) -> None:
@@ -321,6 +349,7 @@ def profile(root: Path, made: dict, size: dict) -> None:
     from tasks.train import write_spec
 
     walls, parts = {}, {}
+    print(f"warm-up (imports once in a throwaway process): {warm_up():.1f}s")
     spec = write_spec(overhead_job(root, made, size, "profile-tunegate"))
     command = [sys.executable, "-m", "cProfile", "-o", str(root / "tunegate.prof"),
                "-m", "tasks.train.worker", str(spec)]  # fmt: skip

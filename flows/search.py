@@ -5,8 +5,8 @@ trials `search.parallel` at a time, runs each as a Prefect task (`trial_task`) a
 MLflow run under the retrain's run (params, `train/*` curves by step, tag
 `tunegate.search.state` = complete | pruned | failed), and tells the study how each ended. A
 trial trains like the ordinary stage (child process, or the `train-remote/<pool>` deployment
-when `train.work_pool` is set) with `TrainJob.trial` set, so its worker reports each validation
-evaluation to the study and stops when the pruner says so.
+when `train.work_pool` is set) with `TrainJob.trial` set, so its worker (local or on the pool)
+reports each validation evaluation to the study and stops when the pruner says so.
 
 The best complete trial by validation metric is the candidate as it is (not retrained): its
 `TrainResult` goes on to the unchanged evaluation, gate and registration.
@@ -35,6 +35,7 @@ from tasks.search import (
     SearchResult,
     apply_params,
     best_trial,
+    check_pool_storage,
     finished,
     open_study,
     plot_search,
@@ -153,6 +154,8 @@ def run_search(
 
     settings = config.search
     storage = storage_url(settings, config.mlflow.tracking_uri, config.work_dir)
+    if config.train.work_pool:
+        check_pool_storage(storage, config.train.work_pool)
     name = study_name(dataset_version, config.flat())
     study = open_study(settings, storage, name)
     requeued = recover_interrupted(study)
@@ -276,16 +279,8 @@ def _trial_job(
         startup_trials=settings.startup_trials,
         warmup_evals=settings.warmup_evals,
     )
-    # A work pool's worker reaches the study only through a shared (Postgres) storage.
-    reachable = not train.work_pool or not storage.startswith("sqlite")
-    return job.model_copy(
-        update={
-            "lora": lora,
-            "train": train,
-            "out_dir": out_dir,
-            "trial": ref if reachable else None,
-        }
-    )
+    # On a work pool the trial travels as the deployment's `trial` parameter (`train_on_pool`).
+    return job.model_copy(update={"lora": lora, "train": train, "out_dir": out_dir, "trial": ref})
 
 
 def _tell(study: Any, trial: Any, outcome: TrialOutcome) -> None:  # noqa: ANN401

@@ -6,6 +6,12 @@ validation splits to the shared store (`storage.url`), starts the deployment
 back. `train_remote` runs on a worker of that pool: it pulls the splits, runs the ordinary
 training task, logs the curves to the parent's MLflow run, and pushes the adapter back.
 
+A search trial (`TrainJob.trial`) travels as the `trial` parameter: the pool's training worker
+reports each evaluation to the study's RDB storage (`search.storage`, which that worker must
+reach) and stops when the pruner says so, exactly as on the local path. The run then ends
+Completed with the state name `Pruned` (an expected end, not a failure) and pushes nothing; the
+parent raises `TrialPruned`, which the search stage records as a pruned trial.
+
 Register the deployment once per pool (code from a folder every worker has, e.g. the image):
 
     python -m flows.train_remote --pool gpu --source /app
@@ -20,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, State
 
 from tasks.models import ModelSettings
 from tasks.registry import MLflowSettings, Tracker, open_tracking
@@ -32,10 +39,13 @@ from tasks.train import (
     TrainSettings,
     train_task,
 )
+from tasks.train.pruning import TrialPruned
+from tasks.train.settings import TrialRef
 
 FLOW_NAME = "train-remote"
 ENTRYPOINT = "flows/train_remote.py:train_remote"
 RESULT_FILE = "result.json"
+PRUNED_STATE = "Pruned"
 
 
 class RemoteTrainResult(TrainResult):
@@ -75,11 +85,13 @@ def train_remote(
     storage: StorageSettings,
     mlflow: MLflowSettings,
     mlflow_run_id: str,
-) -> RemoteTrainResult:
+    trial: TrialRef | None = None,
+) -> RemoteTrainResult | State:
     """Pull the splits from the store, train, push the run's folder to `out_url`.
 
     `out_url` receives `model/` (the adapter), `history.json` and `result.json`: the parent reads
     everything from the store, so nothing depends on where this run's results are persisted.
+    A search trial its pruner stopped ends Completed, named `Pruned`, with nothing pushed.
     """
     logger = get_run_logger()
     tracker = Tracker(open_tracking(mlflow), mlflow_run_id)
@@ -95,13 +107,18 @@ def train_remote(
             lora=lora,
             train=train,
             out_dir=work / "out",
+            trial=trial,
         )
-        result = train_task(
-            job,
-            sink=lambda step, values: tracker.log_metrics(
-                {f"train/{k}": v for k, v in values.items()}, step
-            ),
-        )
+        try:
+            result = train_task(
+                job,
+                sink=lambda step, values: tracker.log_metrics(
+                    {f"train/{k}": v for k, v in values.items()}, step
+                ),
+            )
+        except TrialPruned as exc:
+            logger.info("search trial pruned: %s", exc)
+            return Completed(name=PRUNED_STATE, message=str(exc))
         remote = remote_result(result, out_url)
         (work / "out" / RESULT_FILE).write_text(remote.model_dump_json())
         shutil.rmtree(work / "out" / "checkpoints", ignore_errors=True)
@@ -136,6 +153,8 @@ def train_on_pool(
     val_url = push(val_path, join(base, "data", "val.parquet"), storage.options)
     name = deployment_name(train.work_pool)
     logger.info("training on work pool %s (deployment %s)", train.work_pool, name)
+    # `trial` only when set, so a deployment registered before it existed still takes the rest.
+    trial = {"trial": job.trial.model_dump(mode="json")} if job.trial else {}
     child = run_deployment(
         name,
         parameters={
@@ -149,18 +168,27 @@ def train_on_pool(
             "storage": storage.model_dump(mode="json"),
             "mlflow": mlflow.model_dump(mode="json"),
             "mlflow_run_id": tracker.run_id,
+            **trial,
         },
         timeout=None,
     )
-    if child.state is None or not child.state.is_completed():
-        state = child.state.name if child.state else "unknown"
-        raise TrainingError(
-            f"train.work_pool '{train.work_pool}': training run {child.id} ended {state}; "
-            "check that a worker polls that pool and has the deployment's code"
-        )
     tracker.set_tags({"tunegate.train_flow_run_id": str(child.id)})
+    check_pool_run(child.state, train.work_pool, str(child.id))
     pull(join(base, "train"), out_dir, storage.options)
     return local_result((out_dir / RESULT_FILE).read_text(), out_dir)
+
+
+def check_pool_run(state: State | None, work_pool: str, flow_run_id: str) -> None:
+    """The pool's run ended with an adapter to pull; else `TrialPruned` for a trial its pruner
+    stopped (the run's `Pruned` state), or `TrainingError` naming the run."""
+    if state is not None and state.is_completed() and state.name == PRUNED_STATE:
+        raise TrialPruned(state.message or f"pruned on work pool {work_pool}")
+    if state is None or not state.is_completed():
+        name = state.name if state else "unknown"
+        raise TrainingError(
+            f"train.work_pool '{work_pool}': training run {flow_run_id} ended {name}; "
+            "check that a worker polls that pool and has the deployment's code"
+        )
 
 
 def deploy(pool: str, source: str, image: str | None = None) -> str:

@@ -3,7 +3,8 @@
 - `settings`: `SearchSettings` (the `search` section), `ParamSpec`, the default space per
   `train.method`.
 - `study`: where the study lives (`storage_url`), its resumable name (`study_name`), sampling a
-  trial's settings (`suggest`, `apply_params`), the best trial, `SearchResult`, the plots.
+  trial's settings (`suggest`, `apply_params`), whether a work pool reaches the storage
+  (`check_pool_storage`), the best trial, `SearchResult`, the plots.
 
 The trials themselves run in `flows/search.py` (a Prefect task and a nested MLflow run each);
 inside a trial the worker reports to the study through `tasks.train.pruning`.
@@ -17,6 +18,7 @@ from tasks.search.study import (
     SearchResult,
     apply_params,
     best_trial,
+    check_pool_storage,
     finished,
     open_study,
     plot_search,
@@ -35,6 +37,7 @@ __all__ = [
     "SearchSettings",
     "apply_params",
     "best_trial",
+    "check_pool_storage",
     "finished",
     "open_study",
     "plot_search",

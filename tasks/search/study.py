@@ -57,6 +57,32 @@ def storage_url(settings: SearchSettings, tracking_uri: str, work_dir: Path) -> 
     return f"sqlite:///{folder / STORAGE_FILE}"
 
 
+def check_pool_storage(storage: str, work_pool: str) -> None:
+    """Refuse a storage a work pool's training worker cannot share with this process.
+
+    A pool trial's worker reports to the study from another process (often another host): an
+    in-memory or relative SQLite URL would open a different, empty database there. The URL
+    travels in the deployment run's parameters, which Prefect stores and shows: a password in
+    it is refused (the workers' environment supplies it, e.g. PGPASSWORD or ~/.pgpass).
+    """
+    if re.search(r"//[^/@]*:[^/@]*@", storage):
+        raise TrainingError(
+            f"search.storage: {redact(storage)} carries a password, which would be stored with "
+            f"the parameters of every training run on train.work_pool '{work_pool}'; leave it "
+            "out of the URL and give it to the workers' environment (PGPASSWORD or ~/.pgpass)"
+        )
+    if not storage.startswith("sqlite"):
+        return
+    path = storage.partition(":///")[2]
+    if not path.startswith("/"):
+        raise TrainingError(
+            f"search.storage: {redact(storage)} is not an absolute SQLite path, so the "
+            f"training worker on train.work_pool '{work_pool}' would open another database; "
+            "use postgresql://... (or sqlite:////absolute/path/optuna.db when the pool runs on "
+            "this host)"
+        )
+
+
 def redact(url: str) -> str:
     """A storage URL fit for logs and the summary: `user:password@` becomes `***@`."""
     return re.sub(r"//[^/@]*@", "//***@", url)

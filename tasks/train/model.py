@@ -62,16 +62,21 @@ def bitsandbytes_problem() -> str | None:
 
 
 def check_runtime(settings: TrainSettings) -> None:
-    """Refuse settings this machine cannot run, before loading anything."""
-    import torch
+    """Refuse settings this machine cannot run, before loading anything.
 
-    cuda = torch.cuda.is_available()
-    if settings.precision == "fp16" and not cuda:
-        raise TrainingError(
-            "train.precision: fp16 needs a CUDA GPU; use fp32 or bf16 on this machine"
-        )
-    if settings.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise TrainingError("train.precision: this GPU does not support bf16; use fp16 or fp32")
+    The parent runs this before it starts the worker; torch is imported only for the settings
+    that need it, so a parent without torch (a pool's flow run) does not spend seconds of CPU on
+    it while the worker starts."""
+    if settings.precision in ("fp16", "bf16"):
+        import torch
+
+        cuda = torch.cuda.is_available()
+        if settings.precision == "fp16" and not cuda:
+            raise TrainingError(
+                "train.precision: fp16 needs a CUDA GPU; use fp32 or bf16 on this machine"
+            )
+        if settings.precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+            raise TrainingError("train.precision: this GPU does not support bf16; use fp16 or fp32")
     if settings.method == "qlora":
         problem = bitsandbytes_problem()
         if problem is not None:

@@ -156,7 +156,9 @@ def test_search_trials_run_as_training_deployment_runs_on_the_pool(
 ):
     """search.enabled with train.work_pool: a trial is one `train-remote/<pool>` run on the
     pool's worker and a nested MLflow run, and the best trial's adapter is the registered model.
-    (Pool trials are not pruned: the deployment does not carry the trial; README says so.)"""
+    The pool's worker reports each evaluation to the study (a pool trial that is pruned:
+    tests/integration/test_pool_trial_pruning.py)."""
+    import optuna
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
@@ -238,3 +240,9 @@ def test_search_trials_run_as_training_deployment_runs_on_the_pool(
         == summary.search["best_params"]["train.learning_rate"]
     )
     assert summary.model["version"] == "1"
+    # The trial travelled with the deployment run: its worker reported to the parent's study.
+    study = optuna.load_study(
+        study_name=summary.search["study_name"],
+        storage=f"sqlite:///{(store / 'optuna.db').resolve()}",
+    )
+    assert study.trials[0].intermediate_values, "the pool trial never reported to the study"

@@ -20,6 +20,7 @@ from tasks.search import (
     SearchResult,
     SearchSettings,
     apply_params,
+    check_pool_storage,
     finished,
     open_study,
     plot_search,
@@ -108,6 +109,30 @@ def test_storage_sits_beside_the_mlflow_sqlite_store_and_hides_passwords(tmp_pat
         "postgresql://u:p@db/x"
     )
     assert redact("postgresql://user:secret@db:5432/optuna") == "postgresql://***@db:5432/optuna"
+
+
+def test_a_work_pool_needs_a_storage_its_worker_shares(tmp_path):
+    check_pool_storage("postgresql://optuna@db/optuna", "gpu")
+    with pytest.raises(TrainingError, match="carries a password") as secret:
+        check_pool_storage("postgresql://optuna:hunter2@db/optuna", "gpu")
+    assert "hunter2" not in str(secret.value)
+    check_pool_storage(f"sqlite:///{tmp_path}/optuna.db", "gpu")  # absolute: one host
+    for url in ("sqlite:///optuna.db", "sqlite://", "sqlite:///:memory:"):
+        with pytest.raises(TrainingError, match="search.storage: .*train.work_pool 'gpu'"):
+            check_pool_storage(url, "gpu")
+
+
+def test_a_pool_run_named_pruned_is_a_pruned_trial_and_a_failed_one_names_the_run():
+    from prefect.states import Completed, Failed
+
+    from flows.train_remote import PRUNED_STATE, check_pool_run
+
+    check_pool_run(Completed(), "gpu", "r1")
+    with pytest.raises(TrialPruned, match="trial 3 pruned"):
+        check_pool_run(Completed(name=PRUNED_STATE, message="trial 3 pruned"), "gpu", "r1")
+    with pytest.raises(TrainingError, match="training run r1 ended Failed") as failed:
+        check_pool_run(Failed(), "gpu", "r1")
+    assert not isinstance(failed.value, TrialPruned)
 
 
 def _study(tmp_path: Path, **settings: object) -> tuple[SearchSettings, str, optuna.Study]:
