@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export GX_ANALYTICS_ENABLED=false
 export DO_NOT_TRACK=1
 
-.PHONY: install demo test lint unit integration service fuzz clean
+.PHONY: install demo demo-generate test lint unit integration service fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/tunegate run --config configs/demo.yaml --summary-json .tunegate/demo-summary.json
+
+# Generation: loan applications -> reviews, SmolLM2-135M-Instruct + LoRA (~20 min on 2 cores).
+demo-generate: install
+	$(BIN)/tunegate run --config configs/demo-generate.yaml \
+		--summary-json .tunegate/demo-generate-summary.json
 
 # lint-imports checks the layer contracts of pyproject.toml ([tool.importlinter], ARCHITECTURE.md).
 lint: install

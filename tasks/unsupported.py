@@ -12,7 +12,8 @@ placeholders such as `<PERSON_1>`) and counts those the input does not contain.
   a name (`Wells Fargo`, `Chapter 7`'s `Chapter`); at a sentence start only a run of two or
   more words counts, less a leading common word (`The Smith account` -> `Smith`). Names and
   months are supported when the input contains them, case folded, as whole words.
-- Number words in the answer are not details by themselves (`one of the flags`).
+- Number words in the answer are not details by themselves (`one of the flags`), nor are list
+  numbers (`1. The loan...`, `2) ...` at a sentence or line start).
 
 Rate: unsupported details / all details over a set of answers (0 when no answer has any);
 answer share: the answers with at least one. Plain functions, no model, no I/O.
@@ -29,6 +30,7 @@ Kind = Literal["number", "date", "name", "placeholder"]
 
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
 _NUMBER = re.compile(r"(?<![\w.])\$?\d+(?:,\d{3})*(?:\.\d+)?(?:\s?[kK]\b)?%?")
+_ENUMERATOR = re.compile(r"[.)](?:\s|$)")
 _MONTHS = (
     "january february march april may june july august september october november december "
     "jan feb mar apr jun jul aug sep sept oct nov dec"
@@ -60,7 +62,7 @@ _WORDS = {
     "eleven": 11,
     "twelve": 12,
 }
-_SENTENCE_END = ".!?:;\n-*\u2022"
+_SENTENCE_END = ".!?:;)\n-*\u2022"
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ def extract_details(text: str) -> list[Detail]:
     # placeholders blanked (same length) so their digits and capitals are not read again
     rest = _PLACEHOLDER.sub(lambda m: " " * len(m.group()), text)
     for match in _NUMBER.finditer(rest):
+        if _sentence_start(rest, match.start()) and _ENUMERATOR.match(rest, match.end()):
+            continue  # `1. The loan...`: a list item's number, not a specific
         value = _number_value(match.group())
         if value is not None:
             details.append(Detail(match.group().strip(), match.start(), "number", value))

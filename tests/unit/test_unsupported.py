@@ -38,6 +38,7 @@ def test_the_issue_example_flags_the_invented_amount_only():
         ("Co-signer <PERSON_2> and <PERSON_1>.", ["<PERSON_2>"]),  # placeholders exactly
         ("The Smith account is fine.", ["Smith"]),  # sentence start: leading common word dropped
         ("Risk flags: none. Next step: approve.", []),  # sentence-initial headers are no names
+        ("1. Rate 4.5%. 2) Paid in 2020.", ["2020"]),  # list numbers are not details
     ],
 )
 def test_each_kind_and_normalisation(answer, missing):

@@ -13,7 +13,7 @@ from pathlib import Path
 # --kind: (default file, default rows) of each built-in data set
 DEMO_SETS = {
     "loans": ("data/loan_applications.jsonl", 3000),  # classification, `make demo`
-    "reviews": ("data/loan_reviews.jsonl", 800),  # generation, `make demo-generate`
+    "reviews": ("data/loan_reviews.jsonl", 480),  # generation, `make demo-generate`
     "intents": ("data/intents.jsonl", 20000),  # 40-class intents, benchmarks/defaults_check.py
 }
 

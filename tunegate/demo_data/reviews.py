@@ -11,7 +11,7 @@ means reading the numbers, not copying a sentence; the review repeats only speci
 are in the narrative, which is what `tasks.unsupported` checks an answer for.
 
     from tunegate.demo_data.reviews import generate_reviews
-    rows = generate_reviews(n=800, seed=7)  # [{"id", "narrative", "review"}, ...]
+    rows = generate_reviews(n=480, seed=7)  # [{"id", "narrative", "review"}, ...]
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def _narrative(f: dict, name: str, contact: str, rng: random.Random) -> str:
     return f"{text} {contact}".strip()
 
 
-def generate_reviews(n: int = 800, seed: int = 7) -> list[dict[str, str]]:
+def generate_reviews(n: int = 480, seed: int = 7) -> list[dict[str, str]]:
     """`n` rows of `id`, `narrative` and `review`, seeded (no defective rows: the
     classification set `loans` exercises validation)."""
     rng = random.Random(seed)
