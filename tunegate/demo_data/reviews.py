@@ -82,7 +82,7 @@ FACTS = {
     ],
     "bankruptcy": [
         "A Chapter 7 bankruptcy was discharged in {bk_year}.",
-        "Filed Chapter 7 bankruptcy, discharged {bk_year}.",
+        "A past bankruptcy (Chapter 7) was discharged in {bk_year}.",
     ],
 }
 CONTACT = ["Phone {phone}.", "Email {email}.", "Reach at {email} or {phone}.", "", ""]
