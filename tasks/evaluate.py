@@ -9,9 +9,10 @@
   behind the `champion` alias).
 Latency is measured one example at a time, as a request would be served.
 
-Generation: ROUGE-1/2/L/Lsum F-measures from `rouge_score` with stemming, exact match and mean
-output length (words). In the flow (`evaluate_generator`) candidate, champion and the zero-shot
-baseline (the untuned base model) are all prompted exactly as training prompts and decode
+Generation: ROUGE-1/2/L/Lsum F-measures from `rouge_score` with stemming, exact match, mean
+output length (words) and unsupported details (`tasks.unsupported`: the share of an answer's
+numbers, dates and names that its input lacks). In the flow (`evaluate_generator`) candidate,
+champion and the zero-shot baseline (the untuned base model) are all prompted exactly as training prompts and decode
 greedily up to `model.max_new_tokens`; `evaluate_generation` scores any causal LM folder on a
 prompt/target file with the decoding config in `evaluate.decoding`.
 
@@ -51,6 +52,7 @@ from tasks.models import (
     model_device,
 )
 from tasks.progress import Progress
+from tasks.unsupported import measure_unsupported
 
 STEP_ROWS = 256  # rows per prediction call between progress lines (a few seconds at most)
 
@@ -125,6 +127,7 @@ class EvalResult(BaseModel):
     predictions: list[str] = []
     references: list[str] = []
     per_example: dict[str, list[float]] = {}
+    unsupported_spans: list[list[str]] = []  # generation: per answer, details not in its input
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> EvalResult:
@@ -351,8 +354,11 @@ def normalise_answer(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def generation_metrics(predictions: list[str], references: list[str]) -> EvalResult:
-    """ROUGE-1/2/L/Lsum, exact match (case and whitespace folded) and mean output words."""
+def generation_metrics(
+    predictions: list[str], references: list[str], sources: list[str] | None = None
+) -> EvalResult:
+    """ROUGE-1/2/L/Lsum, exact match (case and whitespace folded) and mean output words; with
+    the inputs (`sources`), the unsupported-detail rate and answer share (`tasks.unsupported`)."""
     per_example = compute_rouge(predictions, references)
     per_example["exact_match"] = [
         float(normalise_answer(p) == normalise_answer(r))
@@ -361,11 +367,19 @@ def generation_metrics(predictions: list[str], references: list[str]) -> EvalRes
     per_example["output_words"] = [float(len(p.split())) for p in predictions]
     metrics = {k: float(np.mean(v)) if v else 0.0 for k, v in per_example.items()}
     metrics["mean_output_words"] = metrics.pop("output_words")
+    spans: list[list[str]] = []
+    if sources is not None:
+        unsupported = measure_unsupported(list(predictions), list(sources))
+        metrics.update(unsupported.metrics())
+        per_example["unsupported_details"] = [float(n) for n in unsupported.unsupported]
+        per_example["details"] = [float(n) for n in unsupported.details]
+        spans = unsupported.spans
     return EvalResult(
         metrics=metrics,
         predictions=list(predictions),
         references=list(references),
         per_example=per_example,
+        unsupported_spans=spans,
     )
 
 
@@ -435,7 +449,7 @@ def evaluate_generation(
             raise ValueError("evaluate_generation: pass the tokenizer with a loaded model")
     prompts, targets = read_generation_pairs(test_path, settings.prompt_template)
     predictions = generate_texts(model, tokenizer, prompts, settings.decoding, progress)
-    result = generation_metrics(predictions, targets)
+    result = generation_metrics(predictions, targets, prompts)
     single = settings.decoding.model_copy(update={"batch_size": 1})
     result.metrics.update(
         measure_latency(
@@ -458,7 +472,7 @@ def evaluate_generator(
         raise ValueError(f"{test_path}: missing columns {sorted(missing)}; expected text, target")
     texts = test["text"].astype(str).tolist()
     outputs = in_steps(generate, texts, "evaluate")
-    result = generation_metrics(outputs, test["target"].astype(str).tolist())
+    result = generation_metrics(outputs, test["target"].astype(str).tolist(), texts)
     result.metrics.update(
         measure_latency(lambda t: generate([t]), texts[: settings.latency_samples])
     )
@@ -482,7 +496,7 @@ def cached_generation_baseline(
     recipe = model_settings.model_dump_json() + str(settings.latency_samples)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:10]
     name = name_key(Path(model_settings.base_model).name)
-    path = Path(cache_dir) / f"baseline-gen-{name}-{name_key(dataset_version)}-{digest}.json"
+    path = Path(cache_dir) / f"baseline-gen-v2-{name}-{name_key(dataset_version)}-{digest}.json"
     if path.is_file():
         return EvalResult.model_validate_json(path.read_text()), True
     result = evaluate_generator(TextGenerator.untuned(model_settings).generate, test_path, settings)

@@ -14,6 +14,9 @@ classification, ROUGE-1 (F) for generation. Checks, each reported with its numbe
 - `latency_p95`: p95 seconds per example <= `gate.max_latency_s`;
 - `per_class_floor` (classification): every class F1 >= its floor (`gate.class_min_f1[label]`,
   else `gate.min_class_f1`);
+- `unsupported_details` (generation): the candidate's unsupported-detail rate (numbers, dates
+  and names in its answers that their inputs lack, `tasks.unsupported`) <= `gate.max_unsupported_rate`,
+  with baseline and champion rates beside; unset: skipped, the rates still reported;
 - `production_corrections_regression`: on the held-out production corrections (test rows whose
   record carries a `prediction_id`: feedback on served predictions), headline >= champion's -
   `gate.max_regression`. A model may win on the whole test split and lose on the traffic it
@@ -84,6 +87,13 @@ class GateSettings(BaseModel):
     )
     class_min_f1: dict[str, float] = Field(
         default_factory=dict, description="Classification: per-class F1 floors (label -> floor)."
+    )
+    max_unsupported_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Generation: ceiling on the candidate's unsupported-detail rate (share of the "
+        "numbers, dates and names in its answers that their inputs lack); unset: not gated.",
     )
     approval: Literal["none", "required"] = Field(
         default="none",
@@ -307,6 +317,8 @@ def decide_promotion(
 
     if task == "classification":
         checks.append(_per_class_floor(candidate, settings))
+    else:
+        checks.append(_unsupported_check(candidate, baseline, champion, settings))
     checks.append(production_regression(production, settings, key))
     return GateDecision(passed=all(c.passed for c in checks), task=task, metric=key, checks=checks)
 
@@ -376,6 +388,50 @@ def approval_refusal(settings: GateSettings, api_url: str | None) -> str | None:
         "(`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api) and "
         "run again, or run the retrain deployment under `tunegate serve`; or set "
         "gate.approval=none"
+    )
+
+
+UNSUPPORTED = "unsupported_rate"
+
+
+def _unsupported_check(
+    candidate: dict[str, float],
+    baseline: dict[str, float] | None,
+    champion: dict[str, float] | None,
+    settings: GateSettings,
+) -> Check:
+    """`gate.max_unsupported_rate` on the candidate; baseline and champion rates beside."""
+    limit = settings.max_unsupported_rate
+    value = candidate.get(UNSUPPORTED)
+    beside = "".join(
+        f", {name} {other[UNSUPPORTED]:.4f}"
+        for name, other in (("baseline", baseline), ("champion", champion))
+        if other is not None and UNSUPPORTED in other
+    )
+    if value is None:
+        return Check(
+            name="unsupported_details",
+            passed=limit is None,
+            skipped=limit is None,
+            target=limit,
+            detail="unsupported-detail rate not measured"
+            + ("" if limit is None else f" (gate.max_unsupported_rate={limit})"),
+        )
+    if limit is None:
+        return Check(
+            name="unsupported_details",
+            passed=True,
+            skipped=True,
+            value=value,
+            detail=f"{UNSUPPORTED} {value:.4f}{beside}; not gated (set gate.max_unsupported_rate)",
+        )
+    return Check(
+        name="unsupported_details",
+        passed=value <= limit,
+        value=value,
+        target=limit,
+        detail=f"{UNSUPPORTED} {value:.4f} vs limit {limit:.4f} (gate.max_unsupported_rate)"
+        + beside,
     )
 
 

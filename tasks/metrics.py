@@ -42,6 +42,7 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
     "generation": (
         Headline("rouge1", "ROUGE-1", gate=True, listed=True),
         Headline("rougeL", "ROUGE-L"),
+        Headline("unsupported_rate", "unsupported-detail rate"),
         Headline("latency_p95_s", "p95 latency (s)", listed=True),
     ),
 }

@@ -44,4 +44,17 @@ def slice_result(result: EvalResult, positions: list[int]) -> EvalResult:
     references = [result.references[i] for i in positions]
     if result.labels:
         return classification_metrics(references, predictions, result.labels)
-    return generation_metrics(predictions, references)
+    sliced = generation_metrics(predictions, references)
+    found, missing = (
+        result.per_example.get("details"),
+        result.per_example.get("unsupported_details"),
+    )
+    if found and missing:  # unsupported details, re-counted from the per-answer counts
+        total = sum(found[i] for i in positions)
+        sliced.metrics["unsupported_rate"] = (
+            sum(missing[i] for i in positions) / total if total else 0.0
+        )
+        sliced.metrics["unsupported_answer_share"] = (
+            sum(1 for i in positions if missing[i]) / len(positions) if positions else 0.0
+        )
+    return sliced

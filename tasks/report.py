@@ -13,6 +13,7 @@ import numpy as np
 
 from tasks.evaluate import EvalResult
 from tasks.gate import CLASS_F1_PREFIX, GateDecision, GateSettings, Interval
+from tasks.unsupported import highlight
 
 
 def md(text: object) -> str:
@@ -129,6 +130,7 @@ def write_report(
         rows += _slice_rows(
             f"Production corrections ({n} held-out rows with a prediction_id)", production
         )
+    rows += unsupported_rows({"candidate": candidate, "baseline": baseline, "champion": champion})
     if decision is not None:
         verdict = "PASSED" if decision.passed else "FAILED"
         rows += ["", f"## Gate: {verdict}", ""] + [f"- {md(r)}" for r in decision.reasons]
@@ -136,6 +138,43 @@ def write_report(
         rows += [""] + [f"![{Path(p).stem}](../plots/{Path(p).name})" for p in plots]
     out_path.write_text("# Evaluation on the test split\n\n" + "\n".join(rows) + "\n")
     return out_path
+
+
+EXAMPLES = 5  # answers shown per system in the unsupported-details section
+
+
+def unsupported_rows(systems: dict[str, EvalResult | None]) -> list[str]:
+    """Generation: the unsupported-detail rate per system and a few answers with their
+    unsupported details in bold. Answers only (the model's output on scrubbed inputs): no
+    input text goes into the report."""
+    measured = {
+        name: r for name, r in systems.items() if r is not None and "unsupported_rate" in r.metrics
+    }
+    if not measured:
+        return []
+    rows = [
+        "",
+        "## Unsupported details",
+        "",
+        "Numbers, amounts, dates and names in an answer that its input does not contain.",
+        "",
+        "| system | unsupported rate | answers with any | details per answer |",
+        "|---|---|---|---|",
+    ]
+    for name, r in measured.items():
+        found = r.per_example.get("details", [])
+        per_answer = f"{sum(found) / len(found):.2f}" if found else "-"
+        rows.append(
+            f"| {name} | {r.metrics['unsupported_rate']:.4f} "
+            f"| {r.metrics['unsupported_answer_share']:.4f} | {per_answer} |"
+        )
+    for name, r in measured.items():
+        shown = [i for i, spans in enumerate(r.unsupported_spans) if spans][:EXAMPLES]
+        if not shown:
+            continue
+        rows += ["", f"{name}, answers with unsupported details (bold):", ""]
+        rows += [f"- {md(highlight(r.predictions[i], r.unsupported_spans[i]))}" for i in shown]
+    return rows
 
 
 def _slice_rows(title: str, systems: dict[str, EvalResult]) -> list[str]:
@@ -159,6 +198,8 @@ def gate_targets(
             out[decision.metric] = f">= {check.target:.4f}"
         elif check.name == "latency_p95":
             out["latency_p95_s"] = f"<= {check.target:.2f}"
+        elif check.name == "unsupported_details":
+            out["unsupported_rate"] = f"<= {check.target:.4f}"
     if settings is not None and decision.task == "classification":
         for key in keys or []:
             if key.startswith(CLASS_F1_PREFIX):

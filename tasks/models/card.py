@@ -54,6 +54,13 @@ class ModelSettings(BaseModel):
         default="{input}\n\n### Response:\n",
         description="Generation: the prompt around the input text; must contain '{input}' once.",
     )
+    system_prompt: str | None = Field(
+        default=None,
+        description="Generation, chat style: the system message before each input (the task's "
+        "instruction, so the zero-shot baseline knows what to write; training, evaluation and "
+        "serving all use it). Unset: the chat template's own default. Template style: write "
+        "the instruction into model.prompt_template instead.",
+    )
     max_new_tokens: int = Field(
         default=128, ge=1, description="Generation: most tokens written per answer."
     )
@@ -83,6 +90,7 @@ class ModelCard(BaseModel):
     max_length: int = 128
     prompt_style: Literal["auto", "template", "chat"] = "auto"
     prompt_template: str = "{input}\n\n### Response:\n"
+    system_prompt: str | None = None
     max_new_tokens: int = 128
     merged: bool = False
 

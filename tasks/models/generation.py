@@ -17,7 +17,8 @@ _SENTINEL = "\u241fTUNEGATE_INPUT\u241f"
 
 
 def prompt_parts(tokenizer, model_settings: ModelSettings) -> tuple[list[int], list[int]]:  # noqa: ANN001
-    """Token ids before and after the input text, from the chat template or the prompt template."""
+    """Token ids before and after the input text, from the chat template (with
+    `model.system_prompt` as its system message) or the prompt template."""
     style = model_settings.prompt_style
     if style == "auto":
         style = "chat" if getattr(tokenizer, "chat_template", None) else "template"
@@ -26,8 +27,11 @@ def prompt_parts(tokenizer, model_settings: ModelSettings) -> tuple[list[int], l
             raise ModelError(
                 "model.prompt_style: chat, but the tokenizer has no chat template; use template"
             )
+        messages = [{"role": "user", "content": _SENTINEL}]
+        if model_settings.system_prompt:
+            messages.insert(0, {"role": "system", "content": model_settings.system_prompt})
         rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": _SENTINEL}], tokenize=False, add_generation_prompt=True
+            messages, tokenize=False, add_generation_prompt=True
         )
         head, tail = rendered.split(_SENTINEL)
         return (

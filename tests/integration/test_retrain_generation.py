@@ -74,6 +74,7 @@ def test_generation_retrain_gates_on_rouge_then_meets_its_champion(prefect_backe
             "evaluate.batch_size=16",
             "gate.min_rouge1=0.25",  # the default margin (+0.15 over the baseline) stays on
             "gate.max_latency_s=600",  # a loaded shared CI machine must not decide this test
+            "gate.max_unsupported_rate=0.5",  # gated, not skipped: the summaries hold no digits
             f"mlflow.tracking_uri=sqlite:///{store}/mlflow.db",
             f"mlflow.artifact_location={store}/artifacts",
             "mlflow.registered_model=tiny-notes",
@@ -106,6 +107,10 @@ def test_generation_retrain_gates_on_rouge_then_meets_its_champion(prefect_backe
     print(f"generation flow: ROUGE-1 {baseline['rouge1']:.3f} -> {candidate['rouge1']:.3f}")
     assert candidate["rouge1"] >= baseline["rouge1"] + 0.15
     assert {"rouge2", "rougeL", "exact_match", "latency_p95_s"} <= set(candidate)
+    # unsupported details: measured for both, gated on the candidate, in the report
+    assert candidate["unsupported_rate"] <= 0.5 and "unsupported_rate" in baseline
+    assert any(r.startswith("PASS unsupported_details: ") for r in first.gate["reasons"])
+    assert "## Unsupported details" in (Path(first.run_dir) / "evaluation.md").read_text()
     assert first.gate["passed"] and "margin_over_baseline" not in first.gate["failed"]
     # the pyfunc a server loads answered as the evaluated model did, before registration
     assert any(r.startswith("PASS parity: ") for r in first.gate["reasons"]), first.gate
@@ -122,6 +127,7 @@ def test_generation_retrain_gates_on_rouge_then_meets_its_champion(prefect_backe
     run = client.get_run(first.mlflow_run_id)
     assert run.data.tags["tunegate.gate"] == "passed"
     assert "bootstrap/vs_baseline/rouge1/low" in run.data.metrics
+    assert "test/baseline/unsupported_rate" in run.data.metrics
     assert client.get_model_version("tiny-notes", "1").tags["task"] == "generation"
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     served = mlflow.pyfunc.load_model("models:/tiny-notes@champion")

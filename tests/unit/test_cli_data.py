@@ -107,3 +107,22 @@ def test_quarantine_and_scrub_output_scrub_nested_values_and_numbers_keep_types(
         assert record["n"] == 7 and record["tags"][1:] == [3, True, None]
         assert record["contact"]["email"].startswith("<EMAIL")
     assert quarantined["_source"] == "in.jsonl" and quarantined["_line"] == 25
+
+
+def test_reviews_file_is_the_generator_output_byte_for_byte(tmp_path):
+    """`data/loan_reviews.jsonl` is shipped: `demo-data --kind reviews` rewrites it exactly, and
+    every specific of a reference review is in its own narrative (no unsupported details)."""
+    from pathlib import Path
+
+    from tasks.unsupported import unsupported_details
+
+    out = tmp_path / "reviews.jsonl"
+    assert main(["demo-data", "--kind", "reviews", "--out", str(out)]) == 0
+    shipped = Path(__file__).resolve().parents[2] / "data" / "loan_reviews.jsonl"
+    assert out.read_bytes() == shipped.read_bytes()
+    rows = [json.loads(line) for line in shipped.read_text().splitlines()]
+    assert len(rows) == 480 and len({r["id"] for r in rows}) == 480
+    assert all(not unsupported_details(r["review"], r["narrative"])[1] for r in rows)
+    # varied wording: no single review text repeats often, several headers appear
+    assert len({r["review"] for r in rows}) > 0.9 * len(rows)
+    assert {r["review"].split(":")[0] for r in rows} == {"Risk flags", "Flags", "Risks"}

@@ -175,3 +175,26 @@ def test_one_headline_table_gives_todays_names():
     generated = {"rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.3, "exact_match": 0.1}
     assert tagged_metrics("generation", generated) == {"rouge1": "0.4000", "rougeL": "0.3000"}
     assert shown_metrics("generation", generated) == "ROUGE-1 0.4000, ROUGE-L 0.3000"
+
+
+def test_unsupported_detail_rate_is_gated_on_the_candidate_with_the_others_beside():
+    base, champ = {"rouge1": 0.2, "unsupported_rate": 0.4}, {"rouge1": 0.4, "unsupported_rate": 0.1}
+    cand = {**_g(0.6), "unsupported_rate": 0.05}
+    unset = decide_promotion(cand, base, champ, GateSettings(), task="generation")
+    check = _check(unset, "unsupported_details")
+    assert unset.passed and check.skipped  # not gated by default, still reported
+    assert "0.0500, baseline 0.4000, champion 0.1000" in check.detail
+    strict = GateSettings(max_unsupported_rate=0.04)
+    failed = decide_promotion(cand, base, champ, strict, task="generation")
+    assert failed.failed == ["unsupported_details"]
+    assert "gate.max_unsupported_rate" in _check(failed, "unsupported_details").detail
+    assert decide_promotion(
+        cand, base, champ, GateSettings(max_unsupported_rate=0.05), task="generation"
+    ).passed
+    # a limit with nothing measured fails; classification has no such check
+    assert decide_promotion(_g(0.6), base, None, strict, task="generation").failed == [
+        "unsupported_details"
+    ]
+    assert "unsupported_details" not in [
+        c.name for c in decide_promotion(_m(0.9), None, None, SETTINGS).checks
+    ]

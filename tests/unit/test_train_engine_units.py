@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.models import ModelError, ModelSettings, prompt_parts, resolve_base_model
+from tasks.models import ModelCard, ModelError, ModelSettings, prompt_parts, resolve_base_model
 from tasks.train import (
     LoraSettings,
     TrainingError,
@@ -78,6 +78,17 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(tmp_path):
             _tokenizer(build_tiny_llama(tmp_path / "plain", ["hi"])),
             ModelSettings(task="generation", prompt_style="chat"),
         )
+
+
+def test_system_prompt_goes_into_the_chat_prompt_and_the_card(tmp_path):
+    template = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}assistant :"
+    path = build_tiny_llama(tmp_path / "sys", ["review it system user"], chat_template=template)
+    settings = ModelSettings(task="generation", system_prompt="review it")
+    head, _ = prompt_parts(_tokenizer(path), settings)
+    assert _tokenizer(path).decode(head).split() == ["system", ":", "review", "it", "user", ":"]
+    # the trained folder's card keeps it, so serving prompts as training did
+    card = ModelCard.for_training(settings, "lora")
+    assert card.model_settings().system_prompt == "review it"
 
 
 def test_prompt_template_needs_one_input_slot():

@@ -66,8 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--kind",
         choices=sorted(DEMO_SETS),
         default="loans",
-        help="loans: loan reviews (classification, the demo); notes: support notes -> "
-        "summaries (generation); intents: 40 banking intents",
+        help="loans: loan applications -> risk label (classification, `make demo`); reviews: "
+        "loan applications -> review with risk flags, rules and a next step (generation, "
+        "`make demo-generate`); intents: 40 banking intents",
     )
     demo.add_argument("--out", default=None, help="file to write (default: data/<kind file>)")
     demo.add_argument("--rows", type=int, default=None, help="rows (default per kind)")
@@ -77,13 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def demo_rows(kind: str, n: int, seed: int) -> list[dict]:
     """The rows of one built-in set, in the columns its shipped config reads."""
-    if kind == "notes":
-        from tunegate.demo_data.notes import summarization_rows
+    if kind == "reviews":
+        from tunegate.demo_data.reviews import generate_reviews
 
-        return [
-            {"ticket": f"T-{i:05d}", "note": r["text"], "summary": r["target"]}
-            for i, r in enumerate(summarization_rows(n, seed=seed))
-        ]
+        return generate_reviews(n=n, seed=seed)
     if kind == "intents":
         from tunegate.demo_data.intents import generate_intents
 

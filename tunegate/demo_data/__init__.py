@@ -1,8 +1,8 @@
 """The built-in synthetic data sets `tunegate demo-data` writes: generators, not pipeline stages.
 
 They live beside the CLI, not in `flows/`, because only the CLI, the tests and the benchmarks
-use them; the pipeline reads whatever file it is given. The generators (`loans`, `notes`,
-`intents`) are imported by whoever needs one, so `tunegate --help` does not load Faker.
+use them; the pipeline reads whatever file it is given. The generators (`loans`, `reviews`,
+`intents`; `notes`: tiny templated text for the tests' word-level tokenizers) are imported by whoever needs one, so `tunegate --help` does not load Faker.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 # --kind: (default file, default rows) of each built-in data set
 DEMO_SETS = {
     "loans": ("data/loan_applications.jsonl", 3000),  # classification, `make demo`
-    "notes": ("data/support_notes.jsonl", 2000),  # generation, configs/summarization-gpu.yaml
+    "reviews": ("data/loan_reviews.jsonl", 480),  # generation, `make demo-generate`
     "intents": ("data/intents.jsonl", 20000),  # 40-class intents, benchmarks/defaults_check.py
 }
 

@@ -1,4 +1,4 @@
-"""Templated support notes and their one-line summaries: the `notes` demo set (generation).
+"""Templated support notes and their one-line summaries: tiny generation data for tests.
 
 The summaries are extractions from a fixed sentence pattern, so a small model can learn them and
 ROUGE shows it; built offline in seconds for smoke runs, tests and benchmarks of the generation
