@@ -201,38 +201,64 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, seed: int = 1) -> n
     return out
 
 
+class MinHashIndex:
+    """The training rows' MinHash signatures in LSH band buckets, built once and queried by
+    each held-out split (val, then test) instead of once per split."""
+
+    def __init__(self, texts: list[str], bands: int = 16) -> None:
+        self.signatures = minhash_signatures(texts)
+        self.bands = bands
+        self.rows = self.signatures.shape[1] // bands
+        self.buckets: dict[tuple, list[int]] = {}
+        for j in range(len(self.signatures)):
+            for band in range(bands):
+                key = (
+                    band,
+                    self.signatures[j, band * self.rows : (band + 1) * self.rows].tobytes(),
+                )
+                self.buckets.setdefault(key, []).append(j)
+
+    def best_matches(self, texts: list[str], threshold: float) -> list[tuple[int, int]]:
+        """(index in `texts`, training index) of each text's best match with an estimated
+        Jaccard >= threshold. At most 200 rows per bucket are candidates, so a query costs
+        at most bands x 200 comparisons however large (and however templated) the data."""
+        if not len(self.signatures) or not texts:
+            return []
+        sig_held = minhash_signatures(texts)
+        pairs = []
+        for i in range(len(sig_held)):
+            candidates: set[int] = set()
+            for band in range(self.bands):
+                key = (band, sig_held[i, band * self.rows : (band + 1) * self.rows].tobytes())
+                candidates.update(self.buckets.get(key, ())[:200])
+            if not candidates:
+                continue
+            cand = np.fromiter(candidates, dtype=np.int64)
+            agreement = (self.signatures[cand] == sig_held[i]).mean(axis=1)
+            best = int(agreement.argmax())
+            if agreement[best] >= threshold:
+                pairs.append((i, int(cand[best])))
+        return pairs
+
+
 def near_duplicates(
-    train: pd.DataFrame, held_out: pd.DataFrame, threshold: float, bands: int = 16
+    train: pd.DataFrame,
+    held_out: pd.DataFrame,
+    threshold: float,
+    bands: int = 16,
+    index: MinHashIndex | None = None,
 ) -> list[tuple[int, int]]:
     """(held-out index, train index) pairs whose estimated trigram Jaccard >= threshold.
 
     Locality-sensitive hashing on MinHash bands finds candidates; the signature agreement
-    estimates the Jaccard. One pair per held-out row (its best match) is returned.
+    estimates the Jaccard. One pair per held-out row (its best match) is returned. `index`:
+    `train`'s `MinHashIndex`, when the caller queries it more than once.
     """
     if train.empty or held_out.empty:
         return []
-    sig_train = minhash_signatures(list(train["text"]))
-    sig_held = minhash_signatures(list(held_out["text"]))
-    rows = sig_train.shape[1] // bands
-    buckets: dict[tuple, list[int]] = {}
-    for j in range(len(sig_train)):
-        for band in range(bands):
-            key = (band, sig_train[j, band * rows : (band + 1) * rows].tobytes())
-            buckets.setdefault(key, []).append(j)
-    pairs = []
-    for i in range(len(sig_held)):
-        candidates: set[int] = set()
-        for band in range(bands):
-            key = (band, sig_held[i, band * rows : (band + 1) * rows].tobytes())
-            candidates.update(buckets.get(key, ())[:200])
-        if not candidates:
-            continue
-        cand = np.fromiter(candidates, dtype=np.int64)
-        agreement = (sig_train[cand] == sig_held[i]).mean(axis=1)
-        best = int(agreement.argmax())
-        if agreement[best] >= threshold:
-            pairs.append((i, int(cand[best])))
-    return pairs
+    if index is None:
+        index = MinHashIndex(list(train["text"]), bands)
+    return index.best_matches(list(held_out["text"]), threshold)
 
 
 def write_splits(
@@ -245,8 +271,9 @@ def write_splits(
     leakage += removed
     near: dict[str, int] = {}
     near_lines: dict[str, list[list[int]]] = {}
+    index = MinHashIndex(list(train["text"])) if len(train) else None
     for name, part in (("val", val), ("test", test)):
-        pairs = near_duplicates(train, part, settings.near_duplicate_threshold)
+        pairs = near_duplicates(train, part, settings.near_duplicate_threshold, index=index)
         near[name] = len(pairs)
         if "_line" in part and "_line" in train:
             near_lines[name] = [
