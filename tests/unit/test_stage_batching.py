@@ -82,3 +82,21 @@ def test_split_builds_the_training_signatures_once_for_val_and_test(tmp_path, mo
     for name, path in (("val", result.val_path), ("test", result.test_path)):
         alone = near_duplicates(train, pd.read_parquet(path), settings.near_duplicate_threshold)
         assert result.near_duplicates[name] == len(alone) > 0
+
+
+def test_a_large_scrub_forks_one_pool_and_matches_the_in_process_result(monkeypatch):
+    # 4,100 values: three 2,000-value steps, which used to fork a pool each
+    def name(i: int) -> str:  # letters only: digits would wake the slower number detectors
+        return "".join("abcdefghijklmnopqrstuvwxyz"[int(d)] for d in str(i))
+
+    texts = [f"mail ann.{name(i)}@example.com about the card" for i in range(4100)]
+    texts[7] = None
+    settings = PIISettings(processes=2)  # the default settings' scrubber: loaded once per run
+    alone = [None if t is None else scrub_module.scrub_one(t, settings) for t in texts]
+    pools = _counting(monkeypatch, scrub_module, "ProcessPoolExecutor")
+    records = scrub_module.scrub_records({"text": texts}, settings, PIIAudit(), rows=len(texts))
+    pooled = [r.values["text"] for r in records]
+    assert len(pools) == 1
+    assert pooled[7] is None and alone[7] is None
+    assert [(r.text, r.counts) for r in pooled if r] == [(r.text, r.counts) for r in alone if r]
+    assert pooled[0].text == "mail <EMAIL_1> about the card"
