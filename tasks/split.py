@@ -201,38 +201,80 @@ def minhash_signatures(texts: list[str], num_perm: int = 64, seed: int = 1) -> n
     return out
 
 
+class MinHashIndex:
+    """The training rows' MinHash signatures, sorted by each LSH band's key, built once and
+    queried by each held-out split (val, then test).
+
+    Sorted arrays and `searchsorted`, not a dict of buckets: on templated data a bucket holds
+    many rows, and the per-row Python loops over a 600k-key dict grew faster than the rows.
+    """
+
+    def __init__(self, texts: list[str], bands: int = 16) -> None:
+        self.signatures = minhash_signatures(texts)
+        self.bands = bands
+        self.rows = self.signatures.shape[1] // bands
+        self._order: list[np.ndarray] = []  # per band: training rows by key, stable
+        self._keys: list[np.ndarray] = []  # per band: the keys in that order
+        for band in range(bands):
+            keys = self._band_keys(self.signatures, band)
+            order = np.argsort(keys, kind="stable")  # a bucket's rows in ascending order
+            self._order.append(order)
+            self._keys.append(keys[order])
+
+    def _band_keys(self, signatures: np.ndarray, band: int) -> np.ndarray:
+        part = np.ascontiguousarray(signatures[:, band * self.rows : (band + 1) * self.rows])
+        return part.view(np.dtype((np.void, part.dtype.itemsize * self.rows))).ravel()
+
+    def best_matches(self, texts: list[str], threshold: float) -> list[tuple[int, int]]:
+        """(index in `texts`, training index) of each text's best match with an estimated
+        Jaccard >= threshold (ties: the lowest training index). The first 200 rows of a
+        bucket are its candidates, so a query costs at most bands x 200 comparisons however
+        large (and however templated) the data."""
+        n_train = len(self.signatures)
+        if not n_train or not texts:
+            return []
+        sig_held = minhash_signatures(texts)
+        codes = []
+        for band in range(self.bands):
+            keys = self._band_keys(sig_held, band)
+            lo = np.searchsorted(self._keys[band], keys, side="left")
+            hi = np.minimum(np.searchsorted(self._keys[band], keys, side="right"), lo + 200)
+            counts = hi - lo
+            owner = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+            within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            member = self._order[band][np.repeat(lo, counts) + within]
+            codes.append(owner * n_train + member)
+        code = np.unique(np.concatenate(codes))  # (held, train) pairs, sorted by held row
+        if not len(code):
+            return []
+        held, train = code // n_train, code % n_train
+        agreement = np.empty(len(code))
+        for start in range(0, len(code), 50_000):
+            part = slice(start, start + 50_000)
+            agreement[part] = (self.signatures[train[part]] == sig_held[held[part]]).mean(axis=1)
+        order = np.lexsort((train, -agreement, held))  # per held row: best first, then lowest
+        first = order[np.r_[True, held[order][1:] != held[order][:-1]]]
+        return [(int(held[k]), int(train[k])) for k in first if agreement[k] >= threshold]
+
+
 def near_duplicates(
-    train: pd.DataFrame, held_out: pd.DataFrame, threshold: float, bands: int = 16
+    train: pd.DataFrame,
+    held_out: pd.DataFrame,
+    threshold: float,
+    bands: int = 16,
+    index: MinHashIndex | None = None,
 ) -> list[tuple[int, int]]:
     """(held-out index, train index) pairs whose estimated trigram Jaccard >= threshold.
 
     Locality-sensitive hashing on MinHash bands finds candidates; the signature agreement
-    estimates the Jaccard. One pair per held-out row (its best match) is returned.
+    estimates the Jaccard. One pair per held-out row (its best match) is returned. `index`:
+    `train`'s `MinHashIndex`, when the caller queries it more than once.
     """
     if train.empty or held_out.empty:
         return []
-    sig_train = minhash_signatures(list(train["text"]))
-    sig_held = minhash_signatures(list(held_out["text"]))
-    rows = sig_train.shape[1] // bands
-    buckets: dict[tuple, list[int]] = {}
-    for j in range(len(sig_train)):
-        for band in range(bands):
-            key = (band, sig_train[j, band * rows : (band + 1) * rows].tobytes())
-            buckets.setdefault(key, []).append(j)
-    pairs = []
-    for i in range(len(sig_held)):
-        candidates: set[int] = set()
-        for band in range(bands):
-            key = (band, sig_held[i, band * rows : (band + 1) * rows].tobytes())
-            candidates.update(buckets.get(key, ())[:200])
-        if not candidates:
-            continue
-        cand = np.fromiter(candidates, dtype=np.int64)
-        agreement = (sig_train[cand] == sig_held[i]).mean(axis=1)
-        best = int(agreement.argmax())
-        if agreement[best] >= threshold:
-            pairs.append((i, int(cand[best])))
-    return pairs
+    if index is None:
+        index = MinHashIndex(list(train["text"]), bands)
+    return index.best_matches(list(held_out["text"]), threshold)
 
 
 def write_splits(
@@ -245,8 +287,9 @@ def write_splits(
     leakage += removed
     near: dict[str, int] = {}
     near_lines: dict[str, list[list[int]]] = {}
+    index = MinHashIndex(list(train["text"])) if len(train) else None
     for name, part in (("val", val), ("test", test)):
-        pairs = near_duplicates(train, part, settings.near_duplicate_threshold)
+        pairs = near_duplicates(train, part, settings.near_duplicate_threshold, index=index)
         near[name] = len(pairs)
         if "_line" in part and "_line" in train:
             near_lines[name] = [
