@@ -280,6 +280,52 @@ def test_feedback_finds_a_logged_prediction_after_a_restart_but_not_after_the_wi
     assert bounded.find("q0") is None and bounded.find("q2") is not None
 
 
+def test_an_unknown_id_is_looked_up_in_the_log_once_and_a_later_prediction_is_found(
+    tmp_path, monkeypatch
+):
+    """A burst of unknown ids must not scan the log each time (each file is read once), and
+    the index must not hide a prediction another replica writes after the miss."""
+    from deployments.model_server import predlog
+    from tasks.predictions import PredictionRecord, write_records
+
+    reads: list[str] = []
+    real_read = predlog.read_log_file
+
+    def counting(url: str, path: str):  # noqa: ANN202
+        reads.append(path)
+        return real_read(url, path)
+
+    monkeypatch.setattr(predlog, "read_log_file", counting)
+    url = str(tmp_path / "log")
+
+    def record(prediction_id: str) -> PredictionRecord:
+        return PredictionRecord(
+            prediction_id=prediction_id,
+            time=datetime.now(UTC),
+            model_name="m",
+            model_version="1",
+            latency_ms=1.0,
+            text="t",
+            label="good",
+        )
+
+    for i in range(3):  # three flushes of another replica
+        write_records(url, [record(f"other-{i}-{j}") for j in range(4)])
+    log = predlog.PredictionLog(url, 1.0, False, 1.0, 10, 3600, 1000)
+    assert log.find("unknown-0") is None
+    assert len(reads) == 3  # every file once
+    for i in range(50):
+        assert log.find(f"unknown-{i}") is None
+    assert len(reads) == 3  # no file read again
+    assert log.find("other-1-2").label == "good"  # a hit reads its one file
+    assert len(reads) == 4
+    write_records(url, [record("late")])  # written after the misses
+    assert log.find("late") is not None
+    assert len(reads) == 6  # the new file, then the hit
+    bounded = predlog.PredictionLog(url, 1.0, False, 1.0, 10, 3600, 5)
+    assert bounded.find("unknown") is None and len(bounded._index) == 5
+
+
 def test_concurrent_requests_share_model_calls_up_to_max_batch_size():
     from deployments.model_server.batching import Batcher
     from deployments.model_server.source import ModelHolder
