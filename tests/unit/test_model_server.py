@@ -161,6 +161,19 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(server
     assert 'status="500"' not in metrics
 
 
+def test_an_unexpected_error_is_a_503_naming_its_type_and_counted(server):
+    client, _ = server()
+    with client:
+        app = client.app
+        app.state.predlog.find = lambda *a, **k: (_ for _ in ()).throw(KeyError("boom"))
+        answer = client.post("/v1/feedback", json={"prediction_id": "p", "label": "good"})
+        assert answer.status_code == 503 and "KeyError" in answer.json()["message"]
+        assert client.post("/v1/predict", json={"inputs": ["still here"]}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'tunegate_request_errors_total{endpoint="/v1/feedback",status="503"} 1.0' in metrics
+    assert 'tunegate_requests_total{endpoint="/v1/predict",status="200"} 1.0' in metrics
+
+
 def test_inputs_are_scrubbed_before_the_model_and_the_log(server, tmp_path):
     client, source = server()
     raw = f"write to {EMAIL}, card {CARD}"
