@@ -64,31 +64,50 @@ def write_records(
     return path
 
 
+def list_log_files(
+    url: str, since: datetime | None = None, options: dict[str, Any] | None = None
+) -> dict[str, int]:
+    """path -> size of the log's files, oldest first; only day folders from `since`'s day on."""
+    fs, root = _fs(url, options)
+    if not fs.exists(root):
+        return {}
+    found = fs.glob(f"{root.rstrip('/')}/*/*.jsonl", detail=True)
+    first_day = None if since is None else f"{since:%Y-%m-%d}"
+    return {
+        path: int(info.get("size") or 0)
+        for path, info in sorted(found.items())
+        if first_day is None or path.rsplit("/", 2)[-2] >= first_day
+    }
+
+
+def read_log_file(
+    url: str, path: str, options: dict[str, Any] | None = None
+) -> Iterator[PredictionRecord]:
+    """The records of one log file (a path from `list_log_files`), in order.
+
+    Lines that do not parse (a file cut short by a crash) are skipped, not fatal: the log is an
+    observation, and a monitor run must not fail on one torn line.
+    """
+    fs, _root = _fs(url, options)
+    with fs.open(path, "r", encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                yield PredictionRecord.model_validate(json.loads(line))
+            except (ValueError, TypeError):
+                continue
+
+
 def read_records(
     url: str,
     since: datetime | None = None,
     until: datetime | None = None,
     options: dict[str, Any] | None = None,
 ) -> Iterator[PredictionRecord]:
-    """Records with `since <= time < until` (either bound optional), oldest file first.
-
-    Lines that do not parse (a file cut short by a crash) are skipped, not fatal: the log is an
-    observation, and a monitor run must not fail on one torn line.
-    """
-    fs, root = _fs(url, options)
-    if not fs.exists(root):
-        return
-    for path in sorted(fs.glob(f"{root.rstrip('/')}/*/*.jsonl")):
-        if since is not None and path.rsplit("/", 2)[-2] < f"{since:%Y-%m-%d}":
-            continue
-        with fs.open(path, "r", encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    record = PredictionRecord.model_validate(json.loads(line))
-                except (ValueError, TypeError):
-                    continue
-                if since is not None and record.time < since:
-                    continue
-                if until is not None and record.time >= until:
-                    continue
-                yield record
+    """Records with `since <= time < until` (either bound optional), oldest file first."""
+    for path in list_log_files(url, since, options):
+        for record in read_log_file(url, path, options):
+            if since is not None and record.time < since:
+                continue
+            if until is not None and record.time >= until:
+                continue
+            yield record

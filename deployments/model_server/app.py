@@ -45,6 +45,42 @@ log = logging.getLogger("tunegate.model_server")
 CHAMPION_EVENT = "tunegate.champion.moved"
 
 
+class ObserveRequests:
+    """Latency and status per route template, and no 500s: an unexpected error is a 503 that
+    names its type. Plain ASGI (not `BaseHTTPMiddleware`, which spawns a task group and memory
+    streams per request)."""
+
+    def __init__(self, app, metrics: ServerMetrics) -> None:  # noqa: ANN001 - an ASGI app
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - the ASGI triple
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        state = {"status": 503, "started": False}
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["started"] = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:  # noqa: BLE001 - no 500s: name the error, keep serving
+            log.error("unexpected %s on %s", type(exc).__name__, scope.get("path", "?"))
+            if state["started"]:
+                raise
+            response = refusal(503, f"internal error ({type(exc).__name__}); please retry")
+            await response(scope, receive, send)
+            state["status"] = 503
+        route = scope.get("route")
+        self.metrics.request(
+            getattr(route, "path", "other"), state["status"], time.perf_counter() - start
+        )
+
+
 def create_app(
     config: ServeConfig,
     source: ModelSource,
@@ -151,6 +187,7 @@ def create_app(
             await asyncio.to_thread(predlog.close)
 
     app = FastAPI(title="tunegate model server", lifespan=lifespan)
+    app.add_middleware(ObserveRequests, metrics=metrics)
     app.state.holder, app.state.predlog, app.state.metrics = holder, predlog, metrics
     app.state.reload_once = reload_once
 
@@ -169,22 +206,6 @@ def create_app(
                 f"{loc}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}"
             )
         return refusal(422, "; ".join(problems))
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's types
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:  # noqa: BLE001 - no 500s: name the error, keep serving
-            log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
-            response = refusal(503, f"internal error ({type(exc).__name__}); please retry")
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "other")
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            metrics.errors.labels(endpoint, str(response.status_code)).inc()
-        return response
 
     def check_inputs(texts: list[str]) -> None:
         if not texts:
@@ -214,8 +235,10 @@ def create_app(
     ) -> list[PredictionRecord]:
         now = datetime.now(UTC)
         name = config.mlflow.registered_model
+        # model_construct: every value is the server's own and already typed; validating each
+        # record again is per-request cost for nothing
         return [
-            PredictionRecord(
+            PredictionRecord.model_construct(
                 prediction_id=uuid.uuid4().hex,
                 time=now,
                 model_name=name,
@@ -223,6 +246,7 @@ def create_app(
                 latency_ms=latency_ms,
                 status=code,
                 text=p.log_text,
+                sampled=True,
                 **({} if answers is None else answers[i]),
             )
             for i, p in enumerate(prepared)

@@ -79,6 +79,7 @@ class ServerMetrics:
             "tunegate_prediction_log_write_failures", "Failed prediction log writes.", registry=r
         )
         self._served: tuple[str, str, str] | None = None
+        self._per_status: dict[tuple[str, int], tuple] = {}  # (endpoint, status) -> children
 
     def served(self, model: str, alias: str, version: str, loaded_at: float) -> None:
         if self._served is not None:
@@ -86,6 +87,24 @@ class ServerMetrics:
         self._served = (model, alias, version)
         self.model_info.labels(model, alias, version).set(1)
         self.model_loaded_at.set(loaded_at)
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        """One answered request; the labelled children are looked up once per (endpoint,
+        status), which is bounded: endpoints are route templates."""
+        children = self._per_status.get((endpoint, status))
+        if children is None:
+            code = str(status)
+            children = (
+                self.latency.labels(endpoint),
+                self.requests.labels(endpoint, code),
+                self.errors.labels(endpoint, code) if status >= 400 else None,
+            )
+            self._per_status[(endpoint, status)] = children
+        latency, requests, errors = children
+        latency.observe(seconds)
+        requests.inc()
+        if errors is not None:
+            errors.inc()
 
     def answers(self, answers: list[dict], low_confidence: float) -> None:
         for answer in answers:

@@ -4,10 +4,14 @@ Every answer becomes a `tasks.predictions.PredictionRecord` holding the scrubbed
 share `serving.log_sample_rate` is the monitor's sample (`sampled: true`); the rest are written
 with `sampled: false` only when `serving.log_unsampled` is on. Every record, sampled or not, is
 also kept in memory for `serving.feedback_window_s` (at most `serving.feedback_max_ids`, oldest
-forgotten first), which is where `/v1/feedback` looks first; after that it searches the log
-within the window, which finds sampled records of any replica (and unsampled ones with
-`log_unsampled`). Writes happen off the event loop: a flusher thread writes one file per flush,
-every `serving.log_flush_s` or once `serving.log_flush_records` wait, and at shutdown.
+forgotten first), which is where `/v1/feedback` looks first; after that it looks in an index
+of the log within the window, which finds sampled records of any replica (and unsampled ones
+with `log_unsampled`). The index maps id -> (time, file) and is bounded like the memory (window
+and `feedback_max_ids`); a miss lists the log's files and reads only those it has not indexed
+yet (a file is written once, so a new prediction is always in a new or grown file), so a burst
+of unknown ids costs one listing each, not a scan of the log. Writes happen off the event loop:
+a flusher thread writes one file per flush, every `serving.log_flush_s` or once
+`serving.log_flush_records` wait, and at shutdown.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from tasks.predictions import PredictionRecord, read_records, write_records
+from tasks.predictions import PredictionRecord, list_log_files, read_log_file, write_records
 
 log = logging.getLogger("tunegate.model_server")
 
@@ -47,6 +51,10 @@ class PredictionLog:
         self.written = 0
         self.write_failures = 0
         self._recent: OrderedDict[str, PredictionRecord] = OrderedDict()
+        # the log's ids within the window -> (time, file), oldest first; the files indexed
+        self._index: OrderedDict[str, tuple[datetime, str]] = OrderedDict()
+        self._indexed: dict[str, int] = {}  # path -> size when read
+        self._index_lock = threading.Lock()
         self._buffer: list[PredictionRecord] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -112,7 +120,30 @@ class PredictionLog:
             record = self._recent.get(prediction_id)
         if record is not None:
             return record if record.time >= since else None
-        for record in read_records(self.url, since=since):
+        with self._index_lock:
+            self._update_index(since)
+            found = self._index.get(prediction_id)
+        if found is None or found[0] < since:
+            return None
+        for record in read_log_file(self.url, found[1]):
             if record.prediction_id == prediction_id and record.status == 200:
                 return record
         return None
+
+    def _update_index(self, since: datetime) -> None:
+        """Read the log files that are new (or grew) since the last look; forget what is older
+        than the window, and the oldest ids past `max_ids`."""
+        files = list_log_files(self.url, since=since)
+        for path, size in files.items():
+            if self._indexed.get(path) == size:
+                continue
+            for record in read_log_file(self.url, path):
+                if record.status == 200 and record.time >= since:
+                    self._index[record.prediction_id] = (record.time, path)
+            self._indexed[path] = size
+        for path in [p for p in self._indexed if p not in files]:
+            del self._indexed[path]  # its day left the window (or the file was removed)
+        while self._index and (
+            len(self._index) > self.max_ids or next(iter(self._index.values()))[0] < since
+        ):
+            self._index.popitem(last=False)

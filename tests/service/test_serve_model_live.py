@@ -2,11 +2,14 @@
 
 Two tiny versions are registered (a random 2-layer BERT, each with its classifier biased to
 another label, so an answer shows which version gave it), v1 as champion. The test sends
-traffic with PII in it, reads /metrics, moves the alias to v2 while a client sends requests
+traffic with PII in it, reads /metrics, promotes v2 while clients send requests
 continuously (the server must answer with v2 within its reload interval plus the load, and no
-request may fail), sends a correction to /v1/feedback (a pending batch in the store) and bad
-requests (4xx, the server keeps serving), then stops the server and scans the prediction log,
-/metrics and the store for the raw PII it sent.
+request may fail), then closes the monitoring loop on the same server: drifted traffic and
+corrections through the live endpoints, the monitor flow over the server's prediction log raises
+the alarm and rolls the champion back, and the server answers with v1 again while clients keep
+sending, none failing. Then a correction to /v1/feedback (a pending batch in the store) and bad
+requests (4xx, the server keeps serving); at the end the server is stopped and the prediction
+log, /metrics, the store and the monitor's reports are scanned for the raw PII it sent.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import pytest
 import yaml
 
 from tests.helpers.servers import REPO, Services, free_port, wait_for
+from tunegate.demo_data.intents import generate_intents
+from tunegate.demo_data.loans import generate
 
 pytestmark = pytest.mark.service
 
@@ -66,6 +71,30 @@ def _version_folder(base: Path, out: Path, favourite: int) -> Path:
     return out
 
 
+def _training_split(out: Path) -> Path:
+    """The split a retrain run logs (`data/splits/train.parquet`): the monitor's reference.
+    Loans narratives without their first sentence (the name), as the PII stage leaves them."""
+    import pandas as pd
+
+    rows = [r for r in generate(n=240, seed=7) if r.get("risk_label") in LABELS]
+    texts = [". ".join((r["narrative"] or "").split(". ")[1:]) or "No details." for r in rows]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"text": texts, "label": [r["risk_label"] for r in rows]}).to_parquet(out)
+    return out
+
+
+def _client_loop(url: str, stop: threading.Event, seen: list) -> None:
+    """Requests back to back until `stop`: (time, status, version or error) each."""
+    with httpx.Client(base_url=url, timeout=30) as own:
+        while not stop.is_set():
+            try:
+                r = own.post("/v1/predict", json={"inputs": TEXTS[:2]})
+                version = r.json()["model"]["version"] if r.status_code == 200 else None
+                seen.append((time.time(), r.status_code, version))
+            except httpx.HTTPError as exc:
+                seen.append((time.time(), 0, type(exc).__name__))
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, tiny_model_dir) -> dict:
     from tasks.registry import MLflowSettings, log_model, open_tracking, register_version, start_run
@@ -83,12 +112,14 @@ def registry(tmp_path_factory, tiny_model_dir) -> dict:
         folder = _version_folder(tiny_model_dir, root / f"v{favourite}", favourite)
         tracker = start_run(client, settings, {})
         uri = log_model(tracker, folder, settings.tracking_uri)
+        split = _training_split(root / f"split-{favourite}" / "train.parquet")
+        client.log_artifact(tracker.run_id, str(split), "data/splits")
         versions.append(register_version(client, NAME, uri, tracker.run_id, {"gate": "passed"}, ""))
     client.set_registered_model_alias(NAME, "champion", versions[0])
     return {"root": root, "settings": settings, "client": client, "versions": versions}
 
 
-def test_serve_swap_feedback_and_no_raw_pii(registry):
+def test_serve_swap_monitor_rollback_feedback_and_no_raw_pii(registry, prefect_backend):
     root, settings, client = registry["root"], registry["settings"], registry["client"]
     v1, v2 = registry["versions"]
     port = free_port()
@@ -144,26 +175,17 @@ def test_serve_swap_feedback_and_no_raw_pii(registry):
         )
         assert 'tunegate_request_latency_seconds_count{endpoint="/v1/predict"} 3.0' in metrics
 
-        # hot swap under continuous traffic
+        # hot swap under continuous traffic (a promotion: v1 becomes previous-champion)
+        from tasks.registry import promote_version
+
         seen: list[tuple[float, int, str | None]] = []
         stop = threading.Event()
-
-        def client_loop() -> None:
-            with httpx.Client(base_url=url, timeout=30) as own:
-                while not stop.is_set():
-                    try:
-                        r = own.post("/v1/predict", json={"inputs": TEXTS[:2]})
-                        version = r.json()["model"]["version"] if r.status_code == 200 else None
-                        seen.append((time.time(), r.status_code, version))
-                    except httpx.HTTPError as exc:
-                        seen.append((time.time(), 0, type(exc).__name__))
-
-        clients = [threading.Thread(target=client_loop) for _ in range(2)]
+        clients = [threading.Thread(target=_client_loop, args=(url, stop, seen)) for _ in range(2)]
         for thread in clients:
             thread.start()
         time.sleep(1.0)
         moved = time.time()
-        client.set_registered_model_alias(NAME, "champion", v2)
+        assert promote_version(client, NAME, v2, v1).promoted
         swapped = wait_for(
             lambda: next((t for t, s, v in seen if s == 200 and v == v2), None),
             60,
@@ -185,6 +207,66 @@ def test_serve_swap_feedback_and_no_raw_pii(registry):
         assert after and set(after) == {v2}
         # polled within the interval; the rest is downloading and loading the new version
         assert swapped - moved < RELOAD_S + 30
+
+        # the loop closed: drifted traffic and corrections -> the monitor's alarm -> rollback
+        loop_started = time.time()
+        drifted = [r["utterance"] for r in generate_intents(n=48, seed=5)]
+        drifted = [
+            t + (f", mail {PII['email']}" if i % 4 == 0 else "") for i, t in enumerate(drifted)
+        ]
+        drift_ids = []
+        for at in range(0, len(drifted), 16):
+            answer = http.post("/v1/predict", json={"inputs": drifted[at : at + 16]})
+            assert answer.status_code == 200 and answer.json()["model"]["version"] == v2
+            drift_ids += [p["id"] for p in answer.json()["predictions"]]
+        for prediction_id in drift_ids[:12]:  # v2 said decline; the right answer was low_risk
+            answer = http.post(
+                "/v1/feedback", json={"prediction_id": prediction_id, "label": LABELS[0]}
+            )
+            assert answer.status_code == 202, answer.text
+        wait_for(
+            lambda: set(drift_ids) <= {r["prediction_id"] for r in _logged(log_url)},
+            30,
+            "the drifted predictions did not reach the prediction log",
+            server,
+        )
+        rolled_seen: list[tuple[float, int, str | None]] = []
+        stop = threading.Event()
+        clients = [
+            threading.Thread(target=_client_loop, args=(url, stop, rolled_seen)) for _ in range(2)
+        ]
+        for thread in clients:
+            thread.start()
+        summary = _run_monitor(root, settings, store, log_url, since=loop_started)
+        rolled = time.time()
+        assert summary.alarm and summary.event_id is not None, summary.reasons
+        breached = {r.split()[1].rstrip(":") for r in summary.reasons if r.startswith("ALARM")}
+        assert {"input_drift", "label_shift", "live_accuracy"} <= breached, summary.reasons
+        assert summary.since.timestamp() == pytest.approx(loop_started)
+        assert summary.numbers["predictions"] >= len(drifted)
+        assert summary.numbers["live_accuracy"] == 0.0
+        assert summary.rolled_back_to == v1
+        returned = wait_for(
+            lambda: next((t for t, s, v in rolled_seen if s == 200 and v == v1), None),
+            60,
+            "the server did not return to the first version",
+            server,
+        )
+        time.sleep(1.5)
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+        failures = [s for s in rolled_seen if s[1] != 200]
+        after = [v for t, s, v in rolled_seen if t > returned + 0.5]
+        print(
+            f"[monitor loop] alarm {sorted(breached)}; rolled back after "
+            f"{rolled - loop_started:.1f}s of loop; first v{v1} answer {returned - rolled:+.1f}s from "
+            f"the monitor's return; {len(rolled_seen)} requests meanwhile, {len(failures)} failed",
+            flush=True,
+        )
+        assert not failures, failures[:5]
+        assert after and set(after) == {v1}
+        assert returned - rolled < RELOAD_S + 30
 
         # a correction becomes a pending feedback batch; a wrong label is refused
         from tasks.feedback import FeedbackStore
@@ -215,19 +297,52 @@ def test_serve_swap_feedback_and_no_raw_pii(registry):
     finally:
         services.stop_all()  # SIGTERM: the server flushes its prediction log on the way out
 
-    logged = [json.loads(line) for f in sorted(log_url.rglob("*.jsonl")) for line in f.open()]
+    logged = _logged(log_url)
     assert {r["model_version"] for r in logged} == {v1, v2}
-    assert len(logged) >= 9 + 3 + len(seen) * 2
+    assert len(logged) >= 9 + 3 + len(seen) * 2 + len(drifted) + len(rolled_seen) * 2
+    reports = [p for p in root.rglob("*") if p.suffix in (".html", ".json") and p.is_file()]
+    assert any(p.name == "drift.html" for p in reports)
     haystacks = {
         "prediction log": "\n".join(f.read_text() for f in log_url.rglob("*.jsonl")),
         "metrics": metrics,
         "feedback store": "\n".join(f.read_text() for f in store.rglob("*.jsonl")),
         "server log": server.log.read_text(errors="replace"),
+        "monitor reports": "\n".join(p.read_text(errors="ignore") for p in reports),
+        "monitor summary": summary.model_dump_json(),
     }
     for where, text in haystacks.items():
         for kind, value in PII.items():
             assert value not in text, f"raw {kind} in the {where}"
     assert "<EMAIL_1>" in haystacks["prediction log"]
+
+
+def _logged(log_url: Path) -> list[dict]:
+    return [json.loads(line) for f in sorted(log_url.rglob("*.jsonl")) for line in f.open()]
+
+
+def _run_monitor(root: Path, settings, store: Path, log_url: Path, since: float):  # noqa: ANN001, ANN202
+    """One run of the monitor flow over the server's log and store, with rollback on, as the
+    hourly deployment runs it. Its window starts at `since`: a finished earlier run's watermark
+    (what the previous hourly run leaves) is written first, so the traffic before is not read."""
+    from flows.monitor import MonitorConfig, monitor
+    from tasks.feedback import FeedbackSettings
+    from tasks.monitor import WATERMARK_METRIC, MonitorSettings
+    from tasks.registry import open_tracking
+
+    tracking = settings.model_copy(update={"experiment": f"{NAME}-monitor"})
+    client = open_tracking(tracking)
+    experiment = client.get_experiment_by_name(tracking.experiment).experiment_id
+    earlier = client.create_run(experiment).info.run_id
+    client.log_metric(earlier, WATERMARK_METRIC, since)
+    client.set_terminated(earlier, "FINISHED")
+    config = MonitorConfig(
+        mlflow=settings,
+        feedback=FeedbackSettings(store=str(store)),
+        monitor=MonitorSettings(log_url=str(log_url), min_feedback=10, rollback_on_alarm=True),
+        label_column="risk_label",
+        work_dir=root / "monitor-work",
+    )
+    return monitor(config, return_state=True).result()
 
 
 def test_the_champion_moved_event_reloads_before_the_poll_interval(prefect_backend, tmp_path):

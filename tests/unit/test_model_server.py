@@ -161,6 +161,19 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(server
     assert 'status="500"' not in metrics
 
 
+def test_an_unexpected_error_is_a_503_naming_its_type_and_counted(server):
+    client, _ = server()
+    with client:
+        app = client.app
+        app.state.predlog.find = lambda *a, **k: (_ for _ in ()).throw(KeyError("boom"))
+        answer = client.post("/v1/feedback", json={"prediction_id": "p", "label": "good"})
+        assert answer.status_code == 503 and "KeyError" in answer.json()["message"]
+        assert client.post("/v1/predict", json={"inputs": ["still here"]}).status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'tunegate_request_errors_total{endpoint="/v1/feedback",status="503"} 1.0' in metrics
+    assert 'tunegate_requests_total{endpoint="/v1/predict",status="200"} 1.0' in metrics
+
+
 def test_inputs_are_scrubbed_before_the_model_and_the_log(server, tmp_path):
     client, source = server()
     raw = f"write to {EMAIL}, card {CARD}"
@@ -278,6 +291,52 @@ def test_feedback_finds_a_logged_prediction_after_a_restart_but_not_after_the_wi
     for i in range(3):
         bounded.add([record.model_copy(update={"prediction_id": f"q{i}"})])
     assert bounded.find("q0") is None and bounded.find("q2") is not None
+
+
+def test_an_unknown_id_is_looked_up_in_the_log_once_and_a_later_prediction_is_found(
+    tmp_path, monkeypatch
+):
+    """A burst of unknown ids must not scan the log each time (each file is read once), and
+    the index must not hide a prediction another replica writes after the miss."""
+    from deployments.model_server import predlog
+    from tasks.predictions import PredictionRecord, write_records
+
+    reads: list[str] = []
+    real_read = predlog.read_log_file
+
+    def counting(url: str, path: str):  # noqa: ANN202
+        reads.append(path)
+        return real_read(url, path)
+
+    monkeypatch.setattr(predlog, "read_log_file", counting)
+    url = str(tmp_path / "log")
+
+    def record(prediction_id: str) -> PredictionRecord:
+        return PredictionRecord(
+            prediction_id=prediction_id,
+            time=datetime.now(UTC),
+            model_name="m",
+            model_version="1",
+            latency_ms=1.0,
+            text="t",
+            label="good",
+        )
+
+    for i in range(3):  # three flushes of another replica
+        write_records(url, [record(f"other-{i}-{j}") for j in range(4)])
+    log = predlog.PredictionLog(url, 1.0, False, 1.0, 10, 3600, 1000)
+    assert log.find("unknown-0") is None
+    assert len(reads) == 3  # every file once
+    for i in range(50):
+        assert log.find(f"unknown-{i}") is None
+    assert len(reads) == 3  # no file read again
+    assert log.find("other-1-2").label == "good"  # a hit reads its one file
+    assert len(reads) == 4
+    write_records(url, [record("late")])  # written after the misses
+    assert log.find("late") is not None
+    assert len(reads) == 6  # the new file, then the hit
+    bounded = predlog.PredictionLog(url, 1.0, False, 1.0, 10, 3600, 5)
+    assert bounded.find("unknown") is None and len(bounded._index) == 5
 
 
 def test_concurrent_requests_share_model_calls_up_to_max_batch_size():
