@@ -141,6 +141,14 @@ def run_trial(
     )
 
 
+def _finished(future: Any) -> bool:
+    """Whether a trial's future is done, from the local future where there is one: the API's
+    task-run state arrives through Prefect's events and can lag, or never come when the event
+    stream drops, which left a finished trial polled forever."""
+    wrapped = getattr(future, "wrapped_future", None)
+    return wrapped.done() if wrapped is not None else future.state.is_final()
+
+
 def run_search(
     config: RetrainConfig,
     job: TrainJob,
@@ -205,7 +213,7 @@ def run_search(
         if not running:
             break
         wait([f for _, f in running], timeout=2)
-        for trial, future in [(t, f) for t, f in running if f.state.is_final()]:
+        for trial, future in [(t, f) for t, f in running if _finished(f)]:
             running.remove((trial, future))
             outcome = future.result()
             _tell(study, trial, outcome)
