@@ -216,14 +216,20 @@ def make_record(rng: random.Random, fakers: list[Faker], index: int) -> dict:
     }
 
 
-def generate(n: int = 3000, seed: int = 7, defect_rate: float = 0.02) -> list[dict]:
-    """`n` valid records plus about `defect_rate * n` defective ones, shuffled, seeded."""
-    rng = random.Random(seed)
+def seeded_fakers(seed: int) -> list[Faker]:
+    """One Faker per locale of `LOCALES`, the i-th seeded with `seed + i`."""
     fakers = []
     for i, locale in enumerate(LOCALES):
         fake = Faker(locale)
         fake.seed_instance(seed + i)
         fakers.append(fake)
+    return fakers
+
+
+def generate(n: int = 3000, seed: int = 7, defect_rate: float = 0.02) -> list[dict]:
+    """`n` valid records plus about `defect_rate * n` defective ones, shuffled, seeded."""
+    rng = random.Random(seed)
+    fakers = seeded_fakers(seed)
     rows = [make_record(rng, fakers, i) for i in range(n)]
     n_defects = round(n * defect_rate)
     for j in range(n_defects):

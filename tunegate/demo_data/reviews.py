@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import random
 
-from faker import Faker
-
-from tunegate.demo_data.loans import LOCALES, _person_name
+from tunegate.demo_data.loans import _person_name, seeded_fakers
 
 NUMBER_WORDS = ["no", "one", "two", "three", "four"]
 
@@ -225,11 +223,7 @@ def generate_reviews(n: int = 480, seed: int = 7) -> list[dict[str, str]]:
     """`n` rows of `id`, `narrative` and `review`, seeded (no defective rows: the
     classification set `loans` exercises validation)."""
     rng = random.Random(seed)
-    fakers = []
-    for i, locale in enumerate(LOCALES):
-        fake = Faker(locale)
-        fake.seed_instance(seed + i)
-        fakers.append(fake)
+    fakers = seeded_fakers(seed)
     rows = []
     for i in range(n):
         fake = rng.choice(fakers)
