@@ -14,11 +14,13 @@ log, /metrics, the store and the monitor's reports are scanned for the raw PII i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -93,6 +95,34 @@ def _client_loop(url: str, stop: threading.Event, seen: list) -> None:
                 seen.append((time.time(), r.status_code, version))
             except httpx.HTTPError as exc:
                 seen.append((time.time(), 0, type(exc).__name__))
+
+
+@contextlib.contextmanager
+def _traffic(url: str, clients: int = 2) -> Iterator[list[tuple[float, int, str | None]]]:
+    """`clients` threads sending back to back while the block runs; yields what they saw."""
+    seen: list[tuple[float, int, str | None]] = []
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_client_loop, args=(url, stop, seen)) for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
+def _first_answer(seen: list, version: str, server: object, message: str) -> float:
+    """When the clients first got an answer from `version` (waits up to 60 s)."""
+    return wait_for(
+        lambda: next((t for t, s, v in seen if s == 200 and v == version), None),
+        60,
+        message,
+        server,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -178,24 +208,14 @@ def test_serve_swap_monitor_rollback_feedback_and_no_raw_pii(registry, prefect_b
         # hot swap under continuous traffic (a promotion: v1 becomes previous-champion)
         from tasks.registry import promote_version
 
-        seen: list[tuple[float, int, str | None]] = []
-        stop = threading.Event()
-        clients = [threading.Thread(target=_client_loop, args=(url, stop, seen)) for _ in range(2)]
-        for thread in clients:
-            thread.start()
-        time.sleep(1.0)
-        moved = time.time()
-        assert promote_version(client, NAME, v2, v1).promoted
-        swapped = wait_for(
-            lambda: next((t for t, s, v in seen if s == 200 and v == v2), None),
-            60,
-            "the server did not answer with the new version",
-            server,
-        )
-        time.sleep(2.0)
-        stop.set()
-        for thread in clients:
-            thread.join(30)
+        with _traffic(url) as seen:
+            time.sleep(1.0)
+            moved = time.time()
+            assert promote_version(client, NAME, v2, v1).promoted
+            swapped = _first_answer(
+                seen, v2, server, "the server did not answer with the new version"
+            )
+            time.sleep(2.0)
         failures = [s for s in seen if s[1] != 200]
         after = [v for t, s, v in seen if t > swapped + 0.5]
         print(
@@ -230,32 +250,20 @@ def test_serve_swap_monitor_rollback_feedback_and_no_raw_pii(registry, prefect_b
             "the drifted predictions did not reach the prediction log",
             server,
         )
-        rolled_seen: list[tuple[float, int, str | None]] = []
-        stop = threading.Event()
-        clients = [
-            threading.Thread(target=_client_loop, args=(url, stop, rolled_seen)) for _ in range(2)
-        ]
-        for thread in clients:
-            thread.start()
-        summary = _run_monitor(root, settings, store, log_url, since=loop_started)
-        rolled = time.time()
-        assert summary.alarm and summary.event_id is not None, summary.reasons
-        breached = {r.split()[1].rstrip(":") for r in summary.reasons if r.startswith("ALARM")}
-        assert {"input_drift", "label_shift", "live_accuracy"} <= breached, summary.reasons
-        assert summary.since.timestamp() == pytest.approx(loop_started)
-        assert summary.numbers["predictions"] >= len(drifted)
-        assert summary.numbers["live_accuracy"] == 0.0
-        assert summary.rolled_back_to == v1
-        returned = wait_for(
-            lambda: next((t for t, s, v in rolled_seen if s == 200 and v == v1), None),
-            60,
-            "the server did not return to the first version",
-            server,
-        )
-        time.sleep(1.5)
-        stop.set()
-        for thread in clients:
-            thread.join(30)
+        with _traffic(url) as rolled_seen:
+            summary = _run_monitor(root, settings, store, log_url, since=loop_started)
+            rolled = time.time()
+            assert summary.alarm and summary.event_id is not None, summary.reasons
+            breached = {r.split()[1].rstrip(":") for r in summary.reasons if r.startswith("ALARM")}
+            assert {"input_drift", "label_shift", "live_accuracy"} <= breached, summary.reasons
+            assert summary.since.timestamp() == pytest.approx(loop_started)
+            assert summary.numbers["predictions"] >= len(drifted)
+            assert summary.numbers["live_accuracy"] == 0.0
+            assert summary.rolled_back_to == v1
+            returned = _first_answer(
+                rolled_seen, v1, server, "the server did not return to the first version"
+            )
+            time.sleep(1.5)
         failures = [s for s in rolled_seen if s[1] != 200]
         after = [v for t, s, v in rolled_seen if t > returned + 0.5]
         print(
