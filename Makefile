@@ -12,6 +12,9 @@ LS_VENV    ?= .venv-labelstudio
 LS_SPEC    ?= label-studio==1.23.2
 LS_STAMP    = $(LS_VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`, one per core; the tests that share the server stack run
+# on one of them (tests/conftest.py). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
@@ -63,7 +66,7 @@ lint: install
 	$(BIN)/lint-imports
 
 test: lint labelstudio
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/pytest -m unit

@@ -21,6 +21,11 @@ os.environ.update(
         "DISABLE_MLFLOW_INTEGRATION": "TRUE",
     }
 )
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # `make test` runs one pytest-xdist worker per core: one torch/OpenMP thread each (inherited
+    # by training workers and served flow runs). Two workers of two spinning OpenMP threads each on
+    # two cores ran a training test more than three times slower than alone.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.helpers.demo_data import write_demo_subset  # noqa: E402
 from tests.helpers.tiny_models import build_tiny_bert  # noqa: E402
@@ -60,3 +65,18 @@ def rng() -> random.Random:
 
 
 __all__ = ["LABELS", "REPO", "write_demo_subset"]
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    """`make test` runs pytest-xdist with `--dist loadgroup`: the tests that share the
+    session-scoped server stack (Prefect, MLflow, `tunegate serve`, the webhook, Label Studio)
+    go to one worker, so those servers start once; every other test goes where a core is free.
+    The stack's tests come first: theirs is the longest chain (about 10 minutes of retrains one
+    after another), so it starts at once while the other worker takes the rest."""
+    on_stack = []
+    for item in items:
+        if {"stack", "label_studio"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("server-stack"))
+            on_stack.append(item)
+    chosen = set(map(id, on_stack))
+    items[:] = on_stack + [item for item in items if id(item) not in chosen]

@@ -92,13 +92,17 @@ class Services:
         for proc in reversed(self.procs):
             if proc.popen.poll() is None:
                 os.killpg(proc.popen.pid, signal.SIGTERM)
-        deadline = time.time() + 20
+        # Ten seconds for a graceful exit, then the group is killed: nothing a test asserts
+        # depends on a clean shutdown, and each second here is paid at the end of every session.
+        stopping = time.time()
+        deadline = stopping + 10
         for proc in reversed(self.procs):
             try:
                 proc.popen.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.popen.pid, signal.SIGKILL)
                 proc.popen.wait(timeout=10)
+            print(f"[service] {proc.name} stopped after {time.time() - stopping:.1f}s", flush=True)
             with_group = proc.popen.pid
             try:  # children of the group (flow-run subprocesses) go too
                 os.killpg(with_group, signal.SIGKILL)
