@@ -21,9 +21,9 @@ process imports both stacks (page cache, bytecode), and repeats alternate which 
 first: with one repeat the tunegate side always went first and alone met a cold start, the
 likeliest reading of the earlier 1.22 (idle) and 2.03 (under load) ratios, since a cProfile of
 both workers at 256 rows differs by about 1% of wall time (README "Training"). The default workload (a
-4-layer, 256-wide Llama classifier, 1536 rows x 3 epochs = 288 steps) should take about 2-3 minutes a
-side on 2 idle cores (extrapolated from a 48-step run, not yet measured idle at full size). Timing figures are only meaningful on an
-otherwise idle machine.
+4-layer, 256-wide Llama classifier, 1536 rows x 3 epochs = 288 steps) took 44-49 s a side on 2 idle
+cores (2026-12-03, `--repeats 2`, 4.3 min in all; the two repeats of one side differed by up to
+5 s, more than the sides differ). Timing figures are only meaningful on an otherwise idle machine.
 
     PYTHONPATH=. python benchmarks/train_overhead.py | tee benchmarks/train_overhead.txt
     PYTHONPATH=. python benchmarks/train_overhead.py --quick     # proves it runs; ~1 min
