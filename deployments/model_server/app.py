@@ -160,7 +160,7 @@ def create_app(
                 raise
             except Exception as exc:  # noqa: BLE001 - events are a shortcut; polling continues
                 log.info("champion events unavailable (%s); polling only", type(exc).__name__)
-            await asyncio.sleep(max(30.0, settings.reload_interval_s))
+            await asyncio.sleep(30.0)  # a refused first connection must not wait a whole poll
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
