@@ -145,7 +145,13 @@ class Stack:
     services: Services
 
     def prefect(self, method: str, path: str, body: dict | None = None) -> object:
-        response = httpx.request(method, f"{self.prefect_api}{path}", json=body, timeout=30)
+        """One Prefect API call, retried on 429 / 502 / 503 as Prefect's own client retries them
+        (the server answers 503 when its SQLite database is busy, as under two test workers)."""
+        for attempt in range(5):
+            response = httpx.request(method, f"{self.prefect_api}{path}", json=body, timeout=30)
+            if response.status_code not in {429, 502, 503} or attempt == 4:
+                break
+            time.sleep(2**attempt)
         response.raise_for_status()
         return response.json() if response.content else None
 
