@@ -80,3 +80,19 @@ def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
             on_stack.append(item)
     chosen = set(map(id, on_stack))
     items[:] = on_stack + [item for item in items if id(item) not in chosen]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_prefect_events_worker():
+    """Prefect's events worker is one per process and keeps the API URL it was created with;
+    task-run states travel as events. A test that switched `PREFECT_API_URL` to its own server
+    would leave later tests in the same pytest-xdist worker posting their events to it after it
+    stopped (a retrain's task runs then never reach the Prefect database). Stopped after each
+    test, the worker is created again, for the API of the moment, by the next event."""
+    yield
+    import sys
+
+    if "prefect.events.worker" in sys.modules:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=10)
