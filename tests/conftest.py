@@ -73,13 +73,14 @@ def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
     go to one worker, so those servers start once; every other test goes where a core is free.
     The stack's tests come first: theirs is the longest chain (about 10 minutes of retrains one
     after another), so it starts at once while the other worker takes the rest."""
-    on_stack = []
+    on_stack, rest = [], []
     for item in items:
         if {"stack", "label_studio"} & set(item.fixturenames):
             item.add_marker(pytest.mark.xdist_group("server-stack"))
             on_stack.append(item)
-    chosen = set(map(id, on_stack))
-    items[:] = on_stack + [item for item in items if id(item) not in chosen]
+        else:
+            rest.append(item)
+    items[:] = on_stack + rest
 
 
 @pytest.fixture(autouse=True)

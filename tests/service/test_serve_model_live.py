@@ -14,16 +14,13 @@ log, /metrics, the store and the monitor's reports are scanned for the raw PII i
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -327,15 +324,6 @@ def test_serve_swap_monitor_rollback_feedback_and_no_raw_pii(registry, prefect_b
     assert "<EMAIL_1>" in haystacks["prediction log"]
 
 
-def _event(name: str, resource_id: str) -> dict:
-    return {
-        "id": str(uuid.uuid4()),
-        "occurred": datetime.now(UTC).isoformat(),
-        "event": name,
-        "resource": {"prefect.resource.id": resource_id},
-    }
-
-
 def _logged(log_url: Path) -> list[dict]:
     return [json.loads(line) for f in sorted(log_url.rglob("*.jsonl")) for line in f.open()]
 
@@ -369,6 +357,7 @@ def test_the_champion_moved_event_reloads_before_the_poll_interval(prefect_backe
     """With a Prefect API, `tunegate.champion.moved` makes the server check the alias at once
     (the poll interval here is 10 minutes)."""
     from fastapi.testclient import TestClient
+    from prefect.events import emit_event
     from prefect.settings import PREFECT_API_URL
 
     from deployments.model_server import CHAMPION_EVENT, create_app, load_serve_config
@@ -394,8 +383,7 @@ def test_the_champion_moved_event_reloads_before_the_poll_interval(prefect_backe
             "serving.reload_interval_s=600",
         ],
     )
-    events = PrefectEvents(PREFECT_API_URL.value())
-    app = create_app(config, source, events)
+    app = create_app(config, source, PrefectEvents(PREFECT_API_URL.value()))
 
     def version(client: TestClient) -> str:
         return client.post("/v1/predict", json={"inputs": ["a"]}).json()["model"]["version"]
@@ -406,8 +394,7 @@ def test_the_champion_moved_event_reloads_before_the_poll_interval(prefect_backe
         deadline = time.time() + 60
         while version(client) != "2":
             assert time.time() < deadline, "the event did not trigger a reload"
-            # posted to this test's Prefect API by URL: `emit_event`'s process-wide worker keeps
-            # the API it first met, which under pytest-xdist can be an earlier test's server
-            posted = asyncio.run(events.emit(_event(CHAMPION_EVENT, "tunegate.model.loans")))
-            assert posted, "the Prefect API refused the event"
+            emit_event(
+                event=CHAMPION_EVENT, resource={"prefect.resource.id": "tunegate.model.loans"}
+            )
             time.sleep(1.0)
