@@ -120,7 +120,14 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def wait_for(check, timeout: float, message: str, proc: Proc | None = None, every: float = 0.5):
+def wait_for(
+    check,  # noqa: ANN001
+    timeout: float,
+    message: str,
+    proc: Proc | None = None,
+    every: float = 0.5,
+    explain=None,  # noqa: ANN001 - a callable whose text is added to a timeout's message
+):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = check()
@@ -129,7 +136,8 @@ def wait_for(check, timeout: float, message: str, proc: Proc | None = None, ever
         if proc is not None and proc.popen.poll() is not None:
             raise RuntimeError(f"{message}: exited {proc.popen.returncode}\n{proc.tail()}")
         time.sleep(every)
-    raise TimeoutError(message + ("\n" + proc.tail() if proc else ""))
+    extra = ("\n" + proc.tail() if proc else "") + ("\n" + explain() if explain else "")
+    raise TimeoutError(message + extra)
 
 
 @dataclass
@@ -161,6 +169,20 @@ class Stack:
     def flow_runs(self, deployment: str) -> list[dict]:
         body = {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}, "limit": 200}
         return self.prefect("POST", "/flow_runs/filter", body)
+
+    def automation_events(self) -> str:
+        """What Prefect's automations did (triggered, action executed or failed and why): the
+        story a timeout message needs when a trigger started no run."""
+        body = {"filter": {"event": {"prefix": ["prefect.automation"]}}, "limit": 50}
+        try:
+            events = self.prefect("POST", "/events/filter", body)["events"]
+        except httpx.HTTPError as exc:
+            return f"automation events unavailable: {exc!r}"
+        lines = [
+            f"{e['occurred']} {e['event']} {json.dumps(e.get('payload') or {})[:300]}"
+            for e in sorted(events, key=lambda e: e["occurred"])
+        ]
+        return "--- Prefect automation events ---\n" + "\n".join(lines or ["none"])
 
     def batch_files(self) -> list[Path]:
         return sorted((self.store / "batches").glob("*.jsonl"))

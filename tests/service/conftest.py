@@ -143,11 +143,17 @@ def stack(tmp_path_factory, tiny_model_dir) -> Stack:
         )
 
         def deployed() -> bool:
+            """Every deployment applied and the feedback trigger's automation created: `serve`
+            prints its banner only after both (each deployment is created before its trigger,
+            so an event posted in between starts nothing)."""
+            if "being served" not in serve.log.read_text(errors="replace"):
+                return False
             try:
-                return all(
-                    stack.deployment_id(n)
-                    for n in ("retrain-scheduled", "retrain-manual", "retrain-on-feedback")
+                feedback = stack.deployment_id("retrain-on-feedback")
+                owned = stack.prefect(
+                    "GET", f"/automations/related-to/prefect.deployment.{feedback}"
                 )
+                return bool(stack.deployment_id("retrain-manual")) and bool(owned)
             except httpx.HTTPError:
                 return False
 

@@ -76,6 +76,7 @@ def test_signed_batch_starts_a_retrain_that_registers_a_model_then_replays_do_no
         "the feedback-triggered run did not finish",
         stack.services.procs[2],
         every=2,
+        explain=stack.automation_events,
     )
     assert [r["state_type"] for r in runs] == ["COMPLETED"], runs
     assert _included(stack) == {batch_id}
@@ -179,6 +180,7 @@ def test_burst_of_20_batches_queues_retrains_never_concurrent_each_batch_once(st
         f"the burst's batches were not all included by {expected} settled runs",
         stack.services.procs[2],
         every=2,
+        explain=stack.automation_events,
     )
     runs = _settled(stack, "retrain-on-feedback")
     assert all(r["state_type"] == "COMPLETED" for r in runs), runs
