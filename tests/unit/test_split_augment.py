@@ -121,3 +121,40 @@ def test_leakage_exact_duplicates_removed_and_near_duplicates_reported():
     assert removed == 1 and "X  y" not in kept["text"].tolist()
     pairs = near_duplicates(kept, held, threshold=0.7)
     assert pairs == [(0, 0)]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.95])
+def test_near_duplicate_search_finds_what_scoring_every_pair_finds(threshold):
+    """The band-sharing filter before scoring loses no pair: the index's answer equals the best
+    match by signature agreement over every training row that shares a band with the text
+    (LSH's candidates; ties: the lowest index)."""
+    import numpy as np
+
+    from tasks.split import MinHashIndex, minhash_signatures
+
+    rng = np.random.default_rng(3)
+    words = "loan card rate fee late payment income debt home car bank limit".split()
+
+    def sentence() -> str:
+        return " ".join(rng.choice(words, size=int(rng.integers(6, 14))))
+
+    train = [sentence() for _ in range(400)]
+    held = [  # near copies of training rows (a word changed or added) and fresh sentences
+        *(t.replace(t.split()[int(rng.integers(0, 3))], "branch", 1) for t in train[:60]),
+        *(t + " today" for t in train[60:90]),
+        *(sentence() for _ in range(60)),
+    ]
+    index = MinHashIndex(train)
+    train_sig, held_sig = minhash_signatures(train), minhash_signatures(held)
+    expected = []
+    rows = train_sig.shape[1] // index.bands
+    for i, sig in enumerate(held_sig):
+        equal = (train_sig == sig).reshape(len(train), index.bands, rows)
+        candidate = equal.all(axis=2).any(axis=1)
+        agreement = np.where(candidate, equal.mean(axis=(1, 2)), -1.0)
+        best = int(np.argmax(agreement))  # the first of the highest: the lowest index
+        if agreement[best] >= threshold:
+            expected.append((i, best))
+    found = index.best_matches(held, threshold)
+    assert found == expected
+    assert len(found) >= {0.5: 60, 0.8: 20, 0.95: 1}[threshold]  # the near copies are found
