@@ -8,7 +8,9 @@ champion (`configs/demo.yaml`: `loan-risk-classifier@champion` in `.tunegate/mlf
 `make demo`) when it exists, else a MiniLM classifier trained for a few steps inside the script
 and registered into a temporary store. tunegate serves with its defaults: inputs scrubbed by the
 PII stage, dynamic batching (`serving.max_batch_size` 32, `max_wait_ms` 10), every prediction
-logged. The reference is MLflow's own server in the same run.
+logged. The reference is MLflow's own server in the same run. A third arm serves the same
+version with `serving.quantize: int8` (opt-in: dynamic int8 linear layers on CPU) and counts
+the requests whose label matches the float server's.
 
     python benchmarks/serving.py [--requests 480] [--clients 8] [--fresh-model]
     python benchmarks/serving.py --requests 48        # reduced size: proves the script runs
@@ -139,25 +141,33 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600
     raise SystemExit(f"{url} not ready after {timeout}s")
 
 
-def load(url: str, texts: list[str], clients: int) -> tuple[float, list[float], list[int]]:
-    """Every text once as its own request, `clients` at a time: (seconds, latencies, statuses)."""
-    chunks = [texts[i::clients] for i in range(clients)]
+def load(
+    url: str, texts: list[str], clients: int
+) -> tuple[float, list[float], list[int], list[str | None]]:
+    """Every text once as its own request, `clients` at a time: (seconds, latencies, statuses,
+    the label answered for each text, in the texts' order)."""
+    chunks = [list(range(len(texts)))[i::clients] for i in range(clients)]
+    labels: list[str | None] = [None] * len(texts)
 
-    def client(chunk: list[str]) -> list[tuple[float, int]]:
+    def client(chunk: list[int]) -> list[tuple[float, int]]:
         out = []
         with httpx.Client(timeout=120) as http:
-            for text in chunk:
+            for index in chunk:
                 started = time.perf_counter()
-                response = http.post(url, json={"inputs": [text]})
+                response = http.post(url, json={"inputs": [texts[index]]})
                 out.append((time.perf_counter() - started, response.status_code))
                 if response.status_code != 200:
                     print(f"  {response.status_code}: {response.text[:300]}", flush=True)
+                else:
+                    answer = response.json()["predictions"][0]
+                    labels[index] = answer.get("label") if isinstance(answer, dict) else None
         return out
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = [r for chunk in pool.map(client, chunks) for r in chunk]
-    return time.perf_counter() - started, [lat for lat, _ in results], [s for _, s in results]
+    seconds = time.perf_counter() - started
+    return seconds, [lat for lat, _ in results], [s for _, s in results], labels
 
 
 def p95(values: list[float]) -> float:
@@ -169,7 +179,7 @@ def measure(
 ) -> dict:
     ready_s = wait_ready(f"{base_url}/ping", proc, log)
     load(f"{base_url}/invocations", texts[: clients * 2], clients)  # warm-up
-    seconds, latencies, statuses = load(f"{base_url}/invocations", texts, clients)
+    seconds, latencies, statuses, labels = load(f"{base_url}/invocations", texts, clients)
     failed = sum(s != 200 for s in statuses)
     result = {
         "name": name,
@@ -178,6 +188,7 @@ def measure(
         "p95": p95(latencies),
         "failed": failed,
         "ready_s": ready_s,
+        "labels": labels,
     }
     print(
         f"{name}: {result['rps']:.1f} req/s, p50 {result['p50'] * 1000:.0f} ms, "
@@ -264,42 +275,71 @@ def main() -> None:
         finally:
             stop(proc)
 
-        port = free_port()
-        config = {
-            "mlflow": {"tracking_uri": tracking_uri, "registered_model": name},
-            "serving": {"port": port, "log_url": str(tmp / "predictions")},
-            "feedback": {"store": str(tmp / "feedback")},
-            "model": {"device": "cpu"},
-        }
-        (tmp / "serve.yaml").write_text(yaml.safe_dump(config))
-        log = tmp / "tunegate-serve.log"
-        proc = start(
-            [sys.executable, "-m", "tunegate", "serve-model", "--config", str(tmp / "serve.yaml")],
-            env,
-            log,
-        )
-        try:
-            ours = measure(
-                "tunegate serve-model", f"http://127.0.0.1:{port}", proc, log, texts, args.clients
+        def tunegate(label: str, quantize: str) -> tuple[dict, str]:
+            port = free_port()
+            config = {
+                "mlflow": {"tracking_uri": tracking_uri, "registered_model": name},
+                "serving": {
+                    "port": port,
+                    "log_url": str(tmp / f"predictions-{quantize}"),
+                    "quantize": quantize,
+                },
+                "feedback": {"store": str(tmp / "feedback")},
+                "model": {"device": "cpu"},
+            }
+            (tmp / "serve.yaml").write_text(yaml.safe_dump(config))
+            log = tmp / f"tunegate-serve-{quantize}.log"
+            proc = start(
+                [
+                    sys.executable,
+                    "-m",
+                    "tunegate",
+                    "serve-model",
+                    "--config",
+                    str(tmp / "serve.yaml"),
+                ],
+                env,
+                log,
             )
-            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        finally:
-            stop(proc)
+            try:
+                result = measure(label, f"http://127.0.0.1:{port}", proc, log, texts, args.clients)
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            finally:
+                stop(proc)
+            return result, metrics
+
+        ours, metrics = tunegate("tunegate serve-model", "none")
+        int8, _ = tunegate("tunegate serve-model, serving.quantize=int8", "int8")
         batches = [ln for ln in metrics.splitlines() if ln.startswith("tunegate_batch_size_")]
         count = next(float(ln.split()[-1]) for ln in batches if "_count" in ln)
         total = next(float(ln.split()[-1]) for ln in batches if "_sum" in ln)
-        logged = sum(1 for f in (tmp / "predictions").rglob("*.jsonl") for _ in f.open())
+        logged = sum(1 for f in (tmp / "predictions-none").rglob("*.jsonl") for _ in f.open())
         print(
             f"tunegate: mean batch {total / count:.1f} inputs over {count:.0f} model calls; "
             f"{logged} predictions logged (scrubbed)"
         )
-        print(f"p95 under 5 s: mlflow {reference['p95'] < 5}, tunegate {ours['p95'] < 5}")
+        same = sum(a == b for a, b in zip(ours["labels"], reference["labels"], strict=True))
+        agree = sum(a == b for a, b in zip(int8["labels"], ours["labels"], strict=True))
+        print(f"labels: tunegate = mlflow on {same} of {len(texts)} requests")
+        print(
+            f"int8: {int8['rps'] / reference['rps']:.2f}x mlflow's req/s, labels = the float "
+            f"model's on {agree} of {len(texts)} requests ({agree / len(texts):.1%})"
+        )
+        print(
+            f"p95 under 5 s: mlflow {reference['p95'] < 5}, tunegate {ours['p95'] < 5}, "
+            f"int8 {int8['p95'] < 5}"
+        )
         print(f"tunegate_p95_ms: {ours['p95'] * 1000:.0f}")
         print(
             json.dumps(
-                {"mlflow_rps": round(reference["rps"], 2), "tunegate_rps": round(ours["rps"], 2)}
+                {
+                    "mlflow_rps": round(reference["rps"], 2),
+                    "tunegate_rps": round(ours["rps"], 2),
+                    "tunegate_int8_rps": round(int8["rps"], 2),
+                }
             )
         )
+        # the headline is the default configuration's: int8 is an opt-in
         print(f"serving_throughput_ratio: {ours['rps'] / reference['rps']:.2f}")
 
 

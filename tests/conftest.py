@@ -67,6 +67,7 @@ def rng() -> random.Random:
 __all__ = ["LABELS", "REPO", "write_demo_subset"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
     """`make test` runs pytest-xdist with `--dist loadgroup`: the tests that share the
     session-scoped server stack (Prefect, MLflow, `tunegate serve`, the webhook, Label Studio)

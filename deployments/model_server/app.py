@@ -288,6 +288,7 @@ def create_app(
             "alias": settings.alias,
             "version": served.version if served else None,
             "task": served.task if served else None,
+            "quantize": settings.quantize,
         }
 
     @app.get("/ping")
@@ -423,6 +424,7 @@ def serve_model(config: ServeConfig, prefect_api_url: str | None) -> None:
         config.mlflow.registered_model,
         config.serving.alias,
         config.model.device,
+        config.serving.quantize,
     )
     app = create_app(config, source, PrefectEvents(prefect_api_url))
     print(

@@ -66,11 +66,19 @@ def answer_function(predictor: object) -> tuple[str, list[str], Callable[[list[s
 class RegistrySource:
     """The MLflow registry: alias -> version, version -> loaded model on `device`."""
 
-    def __init__(self, tracking_uri: str, name: str, alias: str, device: str = "auto") -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        name: str,
+        alias: str,
+        device: str = "auto",
+        quantize: str = "none",
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.name = name
         self.alias = alias
         self.device = device
+        self.quantize = quantize
 
     def current_version(self) -> str | None:
         from mlflow.exceptions import MlflowException
@@ -94,7 +102,7 @@ class RegistrySource:
         import mlflow.artifacts
         from mlflow.tracking import MlflowClient
 
-        from tasks.models import load_predictor
+        from tasks.models import TextClassifier, load_predictor
 
         tmp = Path(tempfile.mkdtemp(prefix="tunegate-serve-"))
         try:
@@ -117,8 +125,16 @@ class RegistrySource:
             predictor = load_predictor(found[0], self.device)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        extra = {}
+        if self.quantize == "int8":
+            if not isinstance(predictor, TextClassifier):
+                raise ValueError(
+                    f"serving.quantize=int8 applies to classifiers; models:/{self.name}/"
+                    f"{version} is a generation model: set serving.quantize: none"
+                )
+            extra["quantized_layers"] = predictor.quantize_int8()
         task, labels, answer = answer_function(predictor)
-        return Served(self.name, version, task, labels, answer, loaded_at=time.time())
+        return Served(self.name, version, task, labels, answer, loaded_at=time.time(), extra=extra)
 
 
 class ModelHolder:

@@ -52,6 +52,26 @@ class TextClassifier:
                 out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
+    def quantize_int8(self) -> int:
+        """Replace the linear layers by PyTorch's dynamic int8 ones (CPU only); returns how many
+        were replaced. Scores change slightly, so a label can flip near a decision boundary."""
+        import warnings
+
+        import torch
+
+        if model_device(self.model).type != "cpu":
+            raise ValueError(
+                "serving.quantize=int8 runs on CPU only; this model is on "
+                f"{model_device(self.model)}: set serving.quantize: none (or model.device: cpu)"
+            )
+        before = sum(isinstance(m, torch.nn.Linear) for m in self.model.modules())
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated for torchao
+            warnings.simplefilter("ignore")
+            self.model = torch.ao.quantization.quantize_dynamic(
+                self.model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        return before - sum(type(m) is torch.nn.Linear for m in self.model.modules())
+
     def predict(self, texts: list[str], batch_size: int = 64) -> list[str]:
         proba = self.predict_proba(texts, batch_size)
         return [self.labels[i] for i in proba.argmax(-1)]
