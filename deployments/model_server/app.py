@@ -289,6 +289,7 @@ def create_app(
             "version": served.version if served else None,
             "task": served.task if served else None,
             "quantize": settings.quantize,
+            "quantized_layers": served.extra.get("quantized_layers", 0) if served else 0,
         }
 
     @app.get("/ping")

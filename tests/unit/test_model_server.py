@@ -98,7 +98,9 @@ def test_scoring_protocol_and_v1_predict_answer_with_version_and_ids(server):
     client, _ = server()
     with client:
         assert client.get("/ping").status_code == 200
-        assert client.get("/health").json()["model"]["version"] == "1"
+        health = client.get("/health").json()["model"]
+        assert health["version"] == "1" and health["quantize"] == "none"
+        assert health["quantized_layers"] == 0
         v1 = client.post("/v1/predict", json={"inputs": ["sure thing", "maybe"]}).json()
         assert v1["model"] == {"name": "loans", "version": "1"}
         assert [p["label"] for p in v1["predictions"]] == ["good", "good"]
