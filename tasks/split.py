@@ -230,8 +230,8 @@ class MinHashIndex:
     def best_matches(self, texts: list[str], threshold: float) -> list[tuple[int, int]]:
         """(index in `texts`, training index) of each text's best match with an estimated
         Jaccard >= threshold (ties: the lowest training index). The first `bucket_cap` rows of
-        a bucket are its candidates, so a query costs at most bands x 200 lookups however large
-        (and however templated) the data.
+        a bucket are its candidates, so a query costs at most bands x bucket_cap lookups
+        however large (and however templated) the data.
 
         Only pairs that share enough bands are scored, which loses none: the estimate is the
         share of equal signature values, each unequal value breaks at most one band, so a pair

@@ -176,21 +176,18 @@ def _quantization(settings: TrainSettings) -> dict[str, Any]:
     }
 
 
-def keep_4bit_weights_trainable(model: Any) -> int:
+def keep_4bit_weights_trainable(model: Any) -> None:
     """Stop bitsandbytes' CPU fast path from repacking 4-bit weights for inference.
 
     On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a `Linear4bit`'s weight the first time
     it runs in eval mode without gradients (the evaluation before the first step) and from then
     on multiplies through a kernel with no backward: every later training step had a gradient
     norm of 0 and the adapter stayed zero, silently. Turning the fast path off keeps training
-    on the differentiable path; the number of layers changed is returned.
+    on the differentiable path.
     """
-    changed = 0
     for module in model.modules():
         if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
-            changed += 1
-    return changed
 
 
 def load_model(
