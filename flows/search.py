@@ -4,9 +4,10 @@
 trials `search.parallel` at a time, runs each as a Prefect task (`trial_task`) and a nested
 MLflow run under the retrain's run (params, `train/*` curves by step, tag
 `tunegate.search.state` = complete | pruned | failed), and tells the study how each ended. A
-trial trains like the ordinary stage (child process, or the `train-remote/<pool>` deployment
-when `train.work_pool` is set) with `TrainJob.trial` set, so its worker (local or on the pool)
-reports each validation evaluation to the study and stops when the pruner says so.
+trial trains like the ordinary stage (a child process, forked from a preloaded forkserver with
+`search.preload_workers`; or the `train-remote/<pool>` deployment when `train.work_pool` is
+set) with `TrainJob.trial` set, so its worker (local or on the pool) reports each validation
+evaluation to the study and stops when the pruner says so.
 
 The best complete trial by validation metric is the candidate as it is (not retrained): its
 `TrainResult` goes on to the unchanged evaluation, gate and registration.
@@ -75,10 +76,11 @@ def trial_task(
     parent_run_id: str,
     storage: StorageSettings,
     pool_prefix: str,
+    preload: bool = False,
 ) -> TrialOutcome:
     """One trial: a nested MLflow run around one training run; pruned is an outcome, not a
     failure, so the Prefect task completes either way."""
-    return run_trial(job, number, params, mlflow, parent_run_id, storage, pool_prefix)
+    return run_trial(job, number, params, mlflow, parent_run_id, storage, pool_prefix, preload)
 
 
 def run_trial(
@@ -89,6 +91,7 @@ def run_trial(
     parent_run_id: str,
     storage: StorageSettings,
     pool_prefix: str,
+    preload: bool = False,
 ) -> TrialOutcome:
     client = open_tracking(mlflow)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
@@ -117,6 +120,7 @@ def run_trial(
                 sink=lambda step, values: tracker.log_metrics(
                     {f"train/{k}": v for k, v in values.items()}, step
                 ),
+                preload=preload,
             )
         value = result.best_metric
         path = Path(job.out_dir) / TRIAL_RESULT
@@ -207,6 +211,7 @@ def run_search(
                 tracker.run_id,
                 config.storage,
                 run_dir.name,
+                settings.preload_workers,
             )
             running.append((trial, future))
             launched += 1

@@ -22,7 +22,13 @@ from tasks.search.settings import ParamSpec, SearchSettings
 from tasks.train.settings import LoraSettings, TrainingError, TrainSettings
 
 # Budget and placement: changing them continues the same study rather than starting over.
-NOT_IN_STUDY_KEY = ("search.trials", "search.timeout_minutes", "search.parallel", "work_dir")
+NOT_IN_STUDY_KEY = (
+    "search.trials",
+    "search.timeout_minutes",
+    "search.parallel",
+    "search.preload_workers",
+    "work_dir",
+)
 RESULT_ATTR = "result_path"
 STORAGE_FILE = "optuna.db"
 

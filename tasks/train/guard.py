@@ -80,6 +80,24 @@ class FolderLock:
             self.fd = None
 
 
+class PassedFd:
+    """A descriptor sent with a forked worker's arguments (`multiprocessing.reduction.DupFd`:
+    SCM_RIGHTS over the forkserver's socket). The worker receives the same open file, so the
+    `flock` on it is shared, as it is with a descriptor a spawned worker inherits."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        from multiprocessing import reduction
+
+        return _received_fd, (reduction.DupFd(self.fd),)
+
+
+def _received_fd(dup: Any) -> int:  # noqa: ANN401 - a multiprocessing DupFd
+    return dup.detach()
+
+
 def worker_lock(out_dir: Path) -> FolderLock | None:
     """In the worker: nothing when the lock came from the parent, else take it (rank 0 only, as
     the processes of one torchrun share the folder)."""

@@ -8,16 +8,21 @@ untouched.
 
 It dies with the parent that started it and holds the output folder's lock while it lives
 (`tasks.train.guard`), so a retry never trains beside a worker its killed predecessor left.
+
+`forked_main` is the same body in a process forked from the preloaded forkserver
+(`search.preload_workers`, `tasks.train.preload`): it first makes itself what a fresh worker
+process would be (its own session, the parent's environment, output to `worker.log`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from tasks.models import ModelError
-from tasks.train.guard import tie_to_parent, worker_lock
+from tasks.train.guard import LOCK_FD_ENV, tie_to_parent, worker_lock
 from tasks.train.pruning import PRUNED_EXIT, PRUNED_KIND, TrialPruned
 from tasks.train.settings import OOM_HINT, TrainJob
 
@@ -49,6 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         _error(out_dir, "crash", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         raise
     return 0
+
+
+def forked_main(spec_path: str, log_path: str, env: dict[str, str], lock_fd: int) -> None:
+    """`main` in a process forked from the forkserver; exits with `main`'s code.
+
+    `env` is the parent's environment at this trial's start (the forkserver's is from when it
+    started), `lock_fd` the folder lock's descriptor, passed over the forkserver's socket.
+    """
+    os.setsid()  # the parent kills the session, as it does a fresh worker's
+    os.environ.clear()
+    os.environ.update({**env, LOCK_FD_ENV: str(lock_fd)})
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.exit(main([spec_path]))
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ starts it, in a child process)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,40 +61,50 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def _child(pid: int) -> int | None:
+def _holder(out: Path) -> int | None:
+    """The worker's pid, as the folder lock names it once the worker started."""
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
+        return int((out / "train.lock").read_text().strip())
+    except (OSError, ValueError):
         return None
-    return int(children[0]) if children else None
 
 
-def test_the_worker_dies_with_a_killed_parent_and_frees_the_folder(data, tmp_path):
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fresh", "forked"])
+def test_the_worker_dies_with_a_killed_parent_and_frees_the_folder(data, tmp_path, preload):
     out = tmp_path / "train"
     spec = tmp_path / "job.json"
     spec.write_text(_job(data, out, epochs=500, resume=False).model_dump_json())
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import sys; from tasks.train import TrainJob, run_training; "
-         "run_training(TrainJob.model_validate_json(open(sys.argv[1]).read()))", str(spec)],
+         "run_training(TrainJob.model_validate_json(open(sys.argv[1]).read()), "
+         f"preload={preload})", str(spec)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     deadline = time.monotonic() + 120
     worker = None
     while time.monotonic() < deadline and parent.poll() is None:
-        worker = _child(parent.pid)
-        if worker is not None and (out / "history.jsonl").is_file():
+        worker = _holder(out)
+        if worker not in (None, parent.pid) and (out / "history.jsonl").is_file():
             break  # the worker is training
         time.sleep(0.2)
-    assert parent.poll() is None and worker is not None, "the worker never trained"
+    assert parent.poll() is None and worker not in (None, parent.pid), "the worker never trained"
     with pytest.raises(TrainingError, match=f"pid {worker}"):  # a retry cannot start beside it
         FolderLock(out).acquire()
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _alive(worker):
-        time.sleep(0.1)
-    gone = not _alive(worker)
+    gone = _wait_gone(worker, 20)
     if not gone:
         os.kill(worker, signal.SIGKILL)
     assert gone, "the training worker outlived its killed parent"
@@ -106,6 +117,49 @@ def test_the_worker_dies_with_a_killed_parent_and_frees_the_folder(data, tmp_pat
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_a_forked_worker_trains_exactly_as_a_fresh_one(data, tmp_path):
+    """`search.preload_workers`: the same job in a fresh interpreter (a child of this process)
+    and forked from the preloaded forkserver (not a child of this process): the same steps,
+    losses and adapter bytes, the log in worker.log."""
+    results, parents = {}, {}
+    for preload in (False, True, True):  # the second fork comes from the warm server
+        name = f"{'forked' if preload else 'fresh'}-{len(results)}"
+        out = tmp_path / name
+
+        def note_parent(step, values, out=out, name=name):  # noqa: ANN001
+            pid = _holder(out)
+            if pid is not None and name not in parents:
+                with contextlib.suppress(OSError):  # gone already: the run was too short
+                    parents[name] = _parent_of(pid)
+
+        results[name] = (run_training(_job(data, out), sink=note_parent, preload=preload), out)
+    (fresh, fresh_out), *forked = results.values()
+    assert parents["fresh-0"] == os.getpid()
+    assert parents["forked-1"] != os.getpid() and parents["forked-2"] == parents["forked-1"]
+    weights = (fresh_out / "model" / "adapter_model.safetensors").read_bytes()
+    for result, out in forked:
+        assert result.steps == fresh.steps and result.final_train_loss == fresh.final_train_loss
+        assert result.best_metric == fresh.best_metric
+        assert (out / "model" / "adapter_model.safetensors").read_bytes() == weights
+        assert "train_runtime" in (out / "worker.log").read_text()
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fresh", "forked"])
+def test_an_interrupted_parent_kills_its_worker_and_frees_the_folder(data, tmp_path, preload):
+    out = tmp_path / "train"
+    seen: list[int] = []
+
+    def interrupt(step, values):  # noqa: ANN001 - the first logged step: a cancelled task
+        seen.append(_holder(out) or 0)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_job(data, out, epochs=500, resume=False), sink=interrupt, preload=preload)
+    assert seen and seen[0] != os.getpid()
+    assert _wait_gone(seen[0], 10), "the worker outlived the interrupted parent"
+    FolderLock(out).acquire().release()  # free at once: the worker was killed and reaped
 
 
 def test_a_resume_from_another_specs_checkpoints_is_refused(data, tmp_path):

@@ -94,6 +94,7 @@ def test_study_name_is_stable_ignores_the_budget_and_is_safe_as_a_folder():
     config = {"train.epochs": 3, "search.trials": 4, "work_dir": "/a", "data.path": "x"}
     name = study_name("v1/../../etc", config)
     assert name == study_name("v1/../../etc", {**config, "search.trials": 20, "work_dir": "/b"})
+    assert name == study_name("v1/../../etc", {**config, "search.preload_workers": False})
     assert name != study_name("v1/../../etc", {**config, "train.epochs": 4})
     assert name != study_name("v2", config)
     assert "/" not in name and ".." not in name
