@@ -9,7 +9,7 @@ champion (`configs/demo.yaml`: `loan-risk-classifier@champion` in `.tunegate/mlf
 and registered into a temporary store. tunegate serves with its defaults: inputs scrubbed by the
 PII stage, dynamic batching (`serving.max_batch_size` 32, `max_wait_ms` 10), every prediction
 logged. The reference is MLflow's own server in the same run. A third arm serves the same
-version with `serving.quantize: int8` (opt-in: dynamic int8 linear layers on CPU) and counts
+version with `serving.quantize: int8` (opt-in: int8 weights under ONNX Runtime on CPU) and counts
 the requests whose label matches the float server's.
 
     python benchmarks/serving.py [--requests 480] [--clients 8] [--fresh-model]
