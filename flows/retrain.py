@@ -61,7 +61,7 @@ from tasks.intervals import paired_bootstrap
 from tasks.load import DataSettings
 from tasks.locks import retrain_lock_name
 from tasks.metrics import shown_metrics, tagged_metrics
-from tasks.parity import parity_task, with_parity
+from tasks.parity import int8_tags, parity_task, with_parity
 from tasks.pii import ScrubResult, scrub_task
 from tasks.pii.salt import require_salt
 from tasks.registry import (
@@ -534,6 +534,7 @@ def _register(
             "gate_failed_checks": ",".join(decision.failed) or "-",
             "mlflow_run_id": tracker.run_id,
             **tagged_metrics(config.model.task, metrics),
+            **int8_tags(decision.int8_agreement, config.evaluate.parity_min_agreement),
         },
         description=_model_card(config, splits.dataset_version, metrics, decision),
         gate_passed=decision.passed,

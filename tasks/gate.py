@@ -148,6 +148,9 @@ class GateDecision(BaseModel):
     task: Task
     metric: str
     checks: list[Check]
+    # Not a check: the share of test labels the int8 serving path (`serving.quantize`) agrees
+    # on with the evaluated model, measured with parity; None when not measured.
+    int8_agreement: float | None = None
 
     @property
     def reasons(self) -> list[str]:

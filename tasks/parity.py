@@ -15,6 +15,11 @@ and compared example by example with the evaluated predictions:
 
 The share of agreeing examples must reach `evaluate.parity_min_agreement`; otherwise the gate
 gains a failed `parity` check with the numbers, and the candidate is registered as failed.
+
+A classifier is also run through the int8 serving path (`TextClassifier.quantize_int8`, ONNX
+Runtime) on the same texts. Its agreement does not gate; it is registered with the version
+(`parity_int8_agreement`, `serve_int8`), and a server with `serving.quantize: auto` (the default)
+serves the int8 path only for a version whose int8 agreement reached the same minimum.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tasks import stage_logger
 from tasks.evaluate import EvalResult, compute_rouge, normalise_answer, read_table
 from tasks.gate import Check, GateDecision
 from tasks.models import ModelCard
+from tasks.serving import INT8_SERVE_TAG
 
 # Greedy decoding of the same weights gives the same words; 0.9 still lets a merged or dequantised
 # model differ in the last word or two of a long answer, and rejects a different model, whose
@@ -43,6 +49,7 @@ class ParityResult(BaseModel):
     examples: int
     agreeing: int
     min_agreement: float
+    int8_agreeing: int | None = None  # classification: the int8 serving path's agreeing labels
 
     @property
     def agreement(self) -> float:
@@ -51,6 +58,12 @@ class ParityResult(BaseModel):
     @property
     def passed(self) -> bool:
         return self.agreement >= self.min_agreement
+
+    @property
+    def int8_agreement(self) -> float | None:
+        if self.int8_agreeing is None:
+            return None
+        return self.int8_agreeing / self.examples if self.examples else 1.0
 
     @property
     def detail(self) -> str:
@@ -110,9 +123,38 @@ def check_parity(
             f"{len(evaluated.predictions)} predictions; evaluate the same split"
         )
     agree = agreeing(task_name, served_answers(model_dir, texts, work_dir), evaluated.predictions)
+    int8 = None
+    if task_name == "classification":
+        try:
+            int8 = sum(agreeing(task_name, int8_answers(model_dir, texts), evaluated.predictions))
+        except ValueError as exc:  # not exportable: not measured, so auto serves it as none
+            stage_logger(__name__).warning("parity: int8 serving path not measured: %s", exc)
     return ParityResult(
-        task=task_name, examples=len(agree), agreeing=sum(agree), min_agreement=min_agreement
+        task=task_name,
+        examples=len(agree),
+        agreeing=sum(agree),
+        min_agreement=min_agreement,
+        int8_agreeing=int8,
     )
+
+
+def int8_answers(model_dir: Path, texts: list[str]) -> list[str]:
+    """The classifier's labels through the int8 serving path (`serving.quantize`), on CPU."""
+    from tasks.models import TextClassifier
+
+    classifier = TextClassifier(model_dir, device="cpu")
+    classifier.quantize_int8()
+    return classifier.predict(texts)
+
+
+def int8_tags(int8_agreement: float | None, min_agreement: float) -> dict[str, str]:
+    """The version tags `serving.quantize: auto` reads; none when int8 was not measured."""
+    if int8_agreement is None:
+        return {}
+    return {
+        "parity_int8_agreement": f"{int8_agreement:.4f}",
+        INT8_SERVE_TAG: "true" if int8_agreement >= min_agreement else "false",
+    }
 
 
 def with_parity(decision: GateDecision, parity: ParityResult) -> GateDecision:
@@ -125,7 +167,11 @@ def with_parity(decision: GateDecision, parity: ParityResult) -> GateDecision:
         target=parity.min_agreement,
     )
     return decision.model_copy(
-        update={"checks": [*decision.checks, check], "passed": decision.passed and check.passed}
+        update={
+            "checks": [*decision.checks, check],
+            "passed": decision.passed and check.passed,
+            "int8_agreement": parity.int8_agreement,
+        }
     )
 
 
@@ -136,4 +182,15 @@ def parity_task(
     result = check_parity(model_dir, test_path, evaluated, min_agreement, work_dir)
     log = stage_logger(__name__)
     (log.info if result.passed else log.error)("parity: %s", result.detail)
+    if result.int8_agreement is not None:
+        log.info(
+            "parity: int8 serving path: %d of %d labels agree (%.1f%%); serving.quantize: auto "
+            "serves it %s",
+            result.int8_agreeing,
+            result.examples,
+            100 * result.int8_agreement,
+            "(at least evaluate.parity_min_agreement)"
+            if result.int8_agreement >= min_agreement
+            else "not (below evaluate.parity_min_agreement)",
+        )
     return result

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.models import TextGenerator, load_predictor
 
+# The version tag the parity run writes (tasks.parity.int8_tags) and serving.quantize: auto reads.
+INT8_SERVE_TAG = "serve_int8"
+
 
 class ServingSettings(BaseModel):
     """The model server (`tunegate serve-model`)."""
@@ -34,13 +37,15 @@ class ServingSettings(BaseModel):
         description="Registry alias to serve (`models:/<mlflow.registered_model>@<alias>`), "
         "e.g. 'challenger' for a shadow server.",
     )
-    quantize: Literal["none", "int8"] = Field(
-        default="none",
+    quantize: Literal["auto", "none", "int8"] = Field(
+        default="auto",
         description="int8: a classifier loaded on CPU answers through ONNX Runtime with int8 "
-        "weights (per output channel; activations quantised per batch): about 2.7x the float "
-        "model's texts/s, but its labels may differ from the evaluated model's on a few inputs "
-        "(benchmarks/serving.txt gives the agreement); none serves the evaluated weights as "
-        "they are. Refused for generation models and on a GPU.",
+        "weights (per output channel; activations quantised per batch), about 2.7x the float "
+        "model's texts/s; its labels may differ from the evaluated model's on a few inputs. "
+        "auto: int8 for a version whose parity run measured its int8 labels agreeing with the "
+        "evaluated ones on at least evaluate.parity_min_agreement of the test split (version "
+        "tag serve_int8), else the evaluated weights as they are (none). int8 is refused for "
+        "generation models and on a GPU; auto serves those as none.",
     )
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")

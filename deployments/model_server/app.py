@@ -136,7 +136,13 @@ def create_app(
         metrics.reloads.labels("loaded").inc()
         status["last_reload_error"] = None
         was = f"v{current.version}" if current else "nothing"
-        log.info("serving %s v%s (was %s)", config.model_uri, served.version, was)
+        log.info(
+            "serving %s v%s (was %s)%s",
+            config.model_uri,
+            served.version,
+            was,
+            " through the int8 path" if served.extra.get("quantize") == "int8" else "",
+        )
 
     async def reloader() -> None:
         while True:
@@ -289,6 +295,7 @@ def create_app(
             "version": served.version if served else None,
             "task": served.task if served else None,
             "quantize": settings.quantize,
+            "serving_int8": bool(served and served.extra.get("quantize") == "int8"),
             "quantized_layers": served.extra.get("quantized_layers", 0) if served else 0,
         }
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("tunegate.model_server")
 
@@ -125,8 +125,8 @@ class RegistrySource:
             predictor = load_predictor(found[0], self.device)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        extra = {}
-        if self.quantize == "int8":
+        extra = {"quantize": self._quantize_mode(client, version, predictor)}
+        if extra["quantize"] == "int8":
             if not isinstance(predictor, TextClassifier):
                 raise ValueError(
                     f"serving.quantize=int8 applies to classifiers; models:/{self.name}/"
@@ -135,6 +135,20 @@ class RegistrySource:
             extra["quantized_layers"] = predictor.quantize_int8()
         task, labels, answer = answer_function(predictor)
         return Served(self.name, version, task, labels, answer, loaded_at=time.time(), extra=extra)
+
+    def _quantize_mode(self, client: Any, version: str, predictor: object) -> str:  # noqa: ANN401
+        """`serving.quantize`, with auto resolved: int8 where this version's parity run found
+        its int8 labels agreeing enough (tag `serve_int8`) and it is a classifier on CPU."""
+        from tasks.models import TextClassifier, model_device
+        from tasks.serving import INT8_SERVE_TAG
+
+        if self.quantize != "auto":
+            return self.quantize
+        tags = client.get_model_version(self.name, version).tags or {}
+        cpu_classifier = (
+            isinstance(predictor, TextClassifier) and model_device(predictor.model).type == "cpu"
+        )
+        return "int8" if cpu_classifier and tags.get(INT8_SERVE_TAG) == "true" else "none"
 
 
 class ModelHolder:

@@ -62,6 +62,8 @@ def test_parity_passes_for_the_true_artifact_and_fails_for_a_swapped_adapter(tmp
     parity = check_parity(true_dir, tmp_path / "test.parquet", evaluated, 0.995, tmp_path / "p")
     print("true artifact:", parity.detail)
     assert parity.passed and parity.agreement == 1.0 and parity.examples == len(rows)
+    print("int8 serving path:", parity.int8_agreeing, "of", parity.examples)
+    assert parity.int8_agreeing is not None and parity.int8_agreement > 0.9
 
     swapped = tmp_path / "swapped"
     shutil.copytree(true_dir, swapped)

@@ -176,6 +176,11 @@ def test_retrain_end_to_end_then_against_champion(prefect_backend, tmp_path):
     assert version.tags["gate"] == "passed"
     assert version.tags["dataset_version"] == first.dataset_version
     assert len(version.tags["config_digest"]) == 16
+    # parity also ran the int8 serving path; serving.quantize: auto reads these two
+    assert 0 <= float(version.tags["parity_int8_agreement"]) <= 1
+    assert version.tags["serve_int8"] == (
+        "true" if float(version.tags["parity_int8_agreement"]) >= 0.995 else "false"
+    )
     assert "Gate: passed" in version.description
 
     # the champion loads back by alias and predicts offline

@@ -99,8 +99,8 @@ def test_scoring_protocol_and_v1_predict_answer_with_version_and_ids(server):
     with client:
         assert client.get("/ping").status_code == 200
         health = client.get("/health").json()["model"]
-        assert health["version"] == "1" and health["quantize"] == "none"
-        assert health["quantized_layers"] == 0
+        assert health["version"] == "1" and health["quantize"] == "auto"
+        assert health["quantized_layers"] == 0 and health["serving_int8"] is False
         v1 = client.post("/v1/predict", json={"inputs": ["sure thing", "maybe"]}).json()
         assert v1["model"] == {"name": "loans", "version": "1"}
         assert [p["label"] for p in v1["predictions"]] == ["good", "good"]
@@ -447,3 +447,30 @@ def test_shipped_compose_service_and_kubernetes_template_hold_valid_serve_config
     assert args.func.__name__ == "cmd_serve_model"
     config = load_serve_config(None, [*args.set, f"serving.port={args.port}"])
     assert config.log_url.startswith("s3://") and config.feedback.store.startswith("s3://")
+
+
+def test_quantize_auto_serves_int8_only_where_the_versions_parity_measured_it_enough():
+    import types
+
+    import torch
+
+    from deployments.model_server.source import RegistrySource
+    from tasks.models import TextClassifier
+
+    classifier = TextClassifier.__new__(TextClassifier)
+    classifier.model = torch.nn.Linear(2, 2)  # on CPU
+    tags = {"1": {"serve_int8": "true"}, "2": {"serve_int8": "false"}, "3": {}}
+
+    class Client:
+        def get_model_version(self, name: str, version: str) -> object:
+            return types.SimpleNamespace(tags=tags[version])
+
+    def mode(setting: str, version: str, predictor: object = classifier) -> str:
+        source = RegistrySource("sqlite:///unused.db", "loans", "champion", quantize=setting)
+        return source._quantize_mode(Client(), version, predictor)
+
+    assert mode("auto", "1") == "int8"
+    assert mode("auto", "2") == "none"  # measured below evaluate.parity_min_agreement
+    assert mode("auto", "3") == "none"  # registered before int8 parity, or not measured
+    assert mode("auto", "1", predictor=object()) == "none"  # a generation model
+    assert mode("none", "1") == "none" and mode("int8", "2") == "int8"  # explicit wins

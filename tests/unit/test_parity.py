@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.gate import Check, GateDecision
-from tasks.parity import ParityResult, agreeing, with_parity
+from tasks.parity import ParityResult, agreeing, int8_tags, with_parity
 
 pytestmark = pytest.mark.unit
 
@@ -46,3 +46,19 @@ def test_a_parity_failure_fails_the_gate_with_its_numbers():
     assert "90.0%" in decision.reasons[-1] and "parity_min_agreement=0.995" in decision.reasons[-1]
     good = ParityResult(task="generation", examples=200, agreeing=200, min_agreement=0.995)
     assert with_parity(passed, good).passed
+
+
+def test_the_int8_agreement_rides_on_the_decision_and_becomes_the_version_tags():
+    passed = GateDecision(passed=True, task="classification", metric="f1_macro", checks=[])
+    parity = ParityResult(
+        task="classification", examples=200, agreeing=200, min_agreement=0.995, int8_agreeing=198
+    )
+    decision = with_parity(passed, parity)
+    assert decision.passed and decision.failed == []  # int8 does not gate
+    assert decision.int8_agreement == 0.99
+    assert int8_tags(decision.int8_agreement, 0.995) == {
+        "parity_int8_agreement": "0.9900",
+        "serve_int8": "false",
+    }
+    assert int8_tags(0.995, 0.995)["serve_int8"] == "true"
+    assert int8_tags(None, 0.995) == {}  # generation, or not measured: auto serves none

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from tunegate.commands.common import CLIError, config_options
 
@@ -20,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
+    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning between batches,
+    # so the request threads get the cores (a setting already in the environment wins).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from deployments.model_server import load_serve_config, serve_model
     from flows.config import ConfigError
 
