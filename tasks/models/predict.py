@@ -8,6 +8,7 @@ model's device and give back plain Python / numpy results.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,21 @@ class TextClassifier:
         device = model_device(self.model)
         out = []
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(
-                    list(texts[start : start + batch_size]),
-                    truncation=True,
-                    max_length=self.max_length,
-                    padding=True,
-                    return_tensors="pt",
-                ).to(device)
-                logits = self.model(**batch).logits
+            for batch in self._batches(texts, batch_size, "pt"):
+                logits = self.model(**batch.to(device)).logits
                 out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+    def _batches(self, texts: list[str], batch_size: int, tensors: str) -> Iterator[Any]:
+        """The tokenised batches both paths score: truncated to the card's max_length."""
+        for start in range(0, len(texts), batch_size):
+            yield self.tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors=tensors,
+            )
 
     def quantize_int8(self) -> int:
         """Serve through ONNX Runtime with int8 weights (CPU only); returns how many weight
@@ -80,14 +85,7 @@ class TextClassifier:
     def _predict_proba_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
         names = [i.name for i in self._session.get_inputs()]
         out = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(
-                list(texts[start : start + batch_size]),
-                truncation=True,
-                max_length=self.max_length,
-                padding=True,
-                return_tensors="np",
-            )
+        for batch in self._batches(texts, batch_size, "np"):
             (logits,) = self._session.run(None, {n: batch[n].astype(np.int64) for n in names})
             logits = logits - logits.max(-1, keepdims=True)
             exp = np.exp(logits)
