@@ -44,7 +44,7 @@ def _adapter(base, root, name: str, seed: int):
     return save_model(model, tokenizer, job)
 
 
-def test_parity_passes_for_the_true_artifact_and_fails_for_a_swapped_adapter(tmp_path):
+def test_parity_passes_for_the_true_artifact_and_fails_for_a_swapped_adapter(tmp_path, monkeypatch):
     rows = [
         {"text": r["narrative"], "label": r["risk_label"]}
         for r in generate(n=80, seed=3)
@@ -64,6 +64,14 @@ def test_parity_passes_for_the_true_artifact_and_fails_for_a_swapped_adapter(tmp
     assert parity.passed and parity.agreement == 1.0 and parity.examples == len(rows)
     print("int8 serving path:", parity.int8_agreeing, "of", parity.examples)
     assert parity.int8_agreeing is not None and parity.int8_agreement > 0.9
+
+    def broken(model_dir, texts):  # noqa: ANN001, ANN202 - an int8 path that cannot run
+        raise RuntimeError("no int8 kernel here")
+
+    monkeypatch.setattr("tasks.parity.int8_answers", broken)
+    parity = check_parity(true_dir, tmp_path / "test.parquet", evaluated, 0.995, tmp_path / "p")
+    assert parity.passed and parity.int8_agreeing is None  # not measured; auto serves none
+    monkeypatch.undo()
 
     swapped = tmp_path / "swapped"
     shutil.copytree(true_dir, swapped)
