@@ -2,7 +2,7 @@
 
 The 40-intent set (`tunegate demo-data --kind intents`, `tunegate/demo_data/intents.py`) is
 validated, scrubbed and split as the flow does, then SUBSAMPLED (a random sample of each split,
-sizes printed) so the whole script fits ~7 minutes on 2 idle cores. Three arms on the same splits;
+sizes printed) so the whole script fits ~6 minutes on 2 idle cores. Three arms on the same splits;
 the two studies go through the search stage itself (`flows.search.run_search`: Prefect tasks,
 nested MLflow runs, worker-side pruning, the shipped `search.*` defaults), each in a process of
 its own with its own temporary Prefect backend, as each retrain is one flow run, so each pays its
@@ -38,9 +38,9 @@ pruning to pay, yet 24 trials must fit the time box:
   sees the validation metric 5-11 times a trial; `train.early_stopping_patience` 6 (about two
   epochs of evaluations, as the default 2 means with one evaluation an epoch).
 
-    PYTHONPATH=. python benchmarks/search.py               # the full run (~7 min on 2 idle cores)
+    PYTHONPATH=. python benchmarks/search.py               # the full run (~6 min on 2 idle cores)
     PYTHONPATH=. python benchmarks/search.py --rows 1200 --trials 4 --train-rows 120 \
-        --val-rows 60 --test-rows 120                        # a proof that it runs (~3 min)
+        --val-rows 60 --test-rows 120                        # a proof that it runs (~2 min)
 """
 
 from __future__ import annotations
