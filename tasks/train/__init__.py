@@ -7,7 +7,9 @@ A `TrainJob` (data paths, labels, model / lora / train settings, output folder) 
 - `launch`: the parent side. `train_task` / `run_training` write the job as `spec.json`, start
   the worker (one process, `torchrun` or `accelerate launch`), forward its logs, and turn a crash
   or an out-of-memory kill into one line naming the settings to change.
-- `worker`: the child, `python -m tasks.train.worker SPEC.json`; runs `fit.fit`.
+- `worker`: the child, `python -m tasks.train.worker SPEC.json`; runs `fit.fit`. With
+  `run_training(..., preload=True)` (search trials) it is forked instead from a forkserver that
+  imported `preload` (torch, transformers, peft) once.
 - `fit`: transformers' `Trainer` loop; `data` builds the datasets (generation: the loss masked on
   the prompt, targets never cut silently), `model` loads and wraps the model (4-bit for qlora,
   peft) and saves it, `metrics` scores validation, `history` holds checkpoints, the overfitting
