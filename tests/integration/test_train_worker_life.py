@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +74,17 @@ def _parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def _note_parent(out: Path, name: str, parents: dict, stop: threading.Event) -> None:
+    """Record the parent of the worker the folder lock names, as soon as it is named."""
+    while not stop.is_set():
+        pid = _holder(out)
+        if pid is not None and pid != os.getpid():
+            with contextlib.suppress(OSError):  # between start and exit: try again
+                parents[name] = _parent_of(pid)
+                return
+        time.sleep(0.01)
+
+
 def _wait_gone(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and _alive(pid):
@@ -127,14 +139,15 @@ def test_a_forked_worker_trains_exactly_as_a_fresh_one(data, tmp_path):
     for preload in (False, True, True):  # the second fork comes from the warm server
         name = f"{'forked' if preload else 'fresh'}-{len(results)}"
         out = tmp_path / name
-
-        def note_parent(step, values, out=out, name=name):  # noqa: ANN001
-            pid = _holder(out)
-            if pid is not None and name not in parents:
-                with contextlib.suppress(OSError):  # gone already: the run was too short
-                    parents[name] = _parent_of(pid)
-
-        results[name] = (run_training(_job(data, out), sink=note_parent, preload=preload), out)
+        stop = threading.Event()
+        watcher = threading.Thread(target=_note_parent, args=(out, name, parents, stop))
+        watcher.start()
+        try:  # long enough (20 epochs, no early stop) for the watcher to see the worker live
+            job = _job(data, out, epochs=20, early_stopping_patience=100)
+            results[name] = (run_training(job, preload=preload), out)
+        finally:
+            stop.set()
+            watcher.join()
     (fresh, fresh_out), *forked = results.values()
     assert parents["fresh-0"] == os.getpid()
     assert parents["forked-1"] != os.getpid() and parents["forked-2"] == parents["forked-1"]
