@@ -34,6 +34,7 @@ class TextClassifier:
         self.labels: list[str] = labels
         self.max_length: int = max_length
         self._session: Any = None  # an ONNX Runtime session once quantize_int8() ran
+        self._session_inputs: list[str] = []  # the tokenizer outputs that session takes
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """The one batched classify path: evaluation, the adversarial search and serving."""
@@ -80,13 +81,14 @@ class TextClassifier:
         with tempfile.TemporaryDirectory(prefix="tunegate-int8-") as tmp:
             session, quantized = _int8_session(self, Path(tmp), torch.get_num_threads())
         self._session = session
+        self._session_inputs = [i.name for i in session.get_inputs()]
         return quantized
 
     def _predict_proba_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
-        names = [i.name for i in self._session.get_inputs()]
         out = []
         for batch in self._batches(texts, batch_size, "np"):
-            (logits,) = self._session.run(None, {n: batch[n].astype(np.int64) for n in names})
+            inputs = {n: batch[n].astype(np.int64) for n in self._session_inputs}
+            (logits,) = self._session.run(None, inputs)
             logits = logits - logits.max(-1, keepdims=True)
             exp = np.exp(logits)
             out.append(exp / exp.sum(-1, keepdims=True))
